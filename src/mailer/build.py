@@ -1,0 +1,110 @@
+"""The render command's pipeline: validate every issue, render everything, then write atomically."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from mailer.errors import IssueFileError, MailerError, Problem
+from mailer.load import load_issue
+from mailer.model import Issue
+from mailer.render import RenderedIssue, render_issue
+from mailer.settings import Settings
+
+GMAIL_CLIP_BYTES = 102 * 1024
+WARN_BYTES = 90 * 1024
+
+
+@dataclass(frozen=True)
+class WrittenFile:
+    path: Path
+    size: int
+    description: str
+
+    @property
+    def warning(self) -> str | None:
+        if self.path.suffix != ".html" or self.description != "email":
+            return None
+        if self.size > GMAIL_CLIP_BYTES:
+            return "Gmail clips messages over 102 KB: readers will see '[Message clipped]'"
+        if self.size > WARN_BYTES:
+            return "close to Gmail's 102 KB clipping limit"
+        return None
+
+    def summary(self) -> str:
+        line = f"{self.path}  {self.size / 1024:.1f} KB  {self.description}"
+        return f"{line}  (warning: {self.warning})" if self.warning else line
+
+
+def slug_of(path: Path) -> str:
+    return path.stem
+
+
+def load_all(paths: list[Path]) -> list[tuple[Path, Issue]]:
+    """Validate every file before anything is rendered; all problems of all files are reported together."""
+    loaded: list[tuple[Path, Issue]] = []
+    problems: list[Problem] = []
+    messages: list[str] = []
+    for path in paths:
+        try:
+            loaded.append((path, load_issue(path)))
+        except IssueFileError as error:
+            problems.extend(error.problems)
+        except MailerError as error:
+            messages.append(str(error))
+    if problems or messages:
+        error = IssueFileError(problems)
+        if messages:
+            raise MailerError("\n".join(messages + error.lines()))
+        raise error
+    return loaded
+
+
+def output_files(rendered: RenderedIssue, out_dir: Path) -> dict[Path, tuple[str, str]]:
+    return {
+        out_dir / "email.html": (rendered.email_html, "email"),
+        out_dir / "email.txt": (rendered.text, "plain-text alternative"),
+        out_dir / "web.html": (rendered.web_html, "web version"),
+    }
+
+
+def write_atomically(files: dict[Path, str]) -> None:
+    """Write every file to a temporary sibling first, then move them all into place.
+
+    A failure before the moves (disk full, permissions) leaves every previous file as it was.
+    """
+    staged: list[tuple[Path, Path]] = []
+    try:
+        for path, content in files.items():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            staged.append((Path(tmp), path))
+            with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+                handle.write(content)
+                handle.flush()
+                os.fsync(handle.fileno())
+    except OSError as error:
+        for tmp, _ in staged:
+            tmp.unlink(missing_ok=True)
+        raise MailerError(f"{error.filename or ''}: cannot write: {error.strerror}; nothing was changed") from None
+    for tmp, path in staged:
+        os.replace(tmp, path)
+
+
+def build(paths: list[Path], settings: Settings, *, out_dir: Path | None = None, build_root: Path = Path("build")) -> list[WrittenFile]:
+    if out_dir is not None and len(paths) != 1:
+        raise MailerError("-o/--output names the folder of one issue; render several issues without it")
+    rendered = [
+        (render_issue(issue, slug_of(path), settings), out_dir or build_root / slug_of(path))
+        for path, issue in load_all(paths)
+    ]
+    written: list[WrittenFile] = []
+    contents: dict[Path, str] = {}
+    for result, folder in rendered:
+        for path, (content, description) in output_files(result, folder).items():
+            contents[path] = content
+            written.append(WrittenFile(path, len(content.encode("utf-8")), description))
+    write_atomically(contents)
+    return written

@@ -1,0 +1,54 @@
+"""The small inline markup allowed in paragraphs: *emphasis*, **strong** and [links](https://...).
+
+Everything else is text: raw HTML in a paragraph is shown, never interpreted.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from markdown_it import MarkdownIt
+from markdown_it.token import Token
+from markupsafe import Markup
+
+from mailer.urls import check_absolute_url
+
+
+@lru_cache(maxsize=1)
+def _parser() -> MarkdownIt:
+    return MarkdownIt("zero", {"html": False, "typographer": False}).enable(
+        ["emphasis", "link", "escape"]
+    )
+
+
+def _tokens(text: str) -> list[Token]:
+    inline = _parser().parseInline(text)
+    return inline[0].children or [] if inline else []
+
+
+def check_markup(text: str) -> str:
+    """Validate the links of a paragraph; return it unchanged."""
+    for token in _tokens(text):
+        if token.type == "link_open":
+            check_absolute_url(str(token.attrs.get("href", "")))
+    return text
+
+
+def markup_to_html(text: str) -> Markup:
+    return Markup(_parser().renderInline(text))
+
+
+def markup_to_text(text: str) -> str:
+    """Plain text for the text alternative: emphasis dropped, links as `label <url>`."""
+    parts: list[str] = []
+    href = ""
+    for token in _tokens(text):
+        if token.type == "text":
+            parts.append(token.content)
+        elif token.type in ("softbreak", "hardbreak"):
+            parts.append("\n" if token.type == "hardbreak" else " ")
+        elif token.type == "link_open":
+            href = str(token.attrs.get("href", ""))
+        elif token.type == "link_close":
+            parts.append(f" <{href}>")
+    return "".join(parts)

@@ -1,0 +1,164 @@
+"""The newsletter issue format: what one YAML file in issues/ may say."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+from mailer.markup import check_markup
+from mailer.urls import Url
+
+SCHEMA_ID = "https://github.com/mailer/mailer/schema/issue.schema.json"
+
+Text = Annotated[str, Field(min_length=1, description="Plain text; shown as written, never as HTML.")]
+Paragraph = Annotated[
+    str,
+    Field(
+        min_length=1,
+        description="A paragraph of text with optional inline markup: *emphasis*, "
+        "**strong** and [label](https://example.org/). Any HTML is shown as text.",
+    ),
+    AfterValidator(check_markup),
+]
+Language = Annotated[
+    str,
+    Field(pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$", description="A language tag such as en or de-AT."),
+]
+
+
+class Part(BaseModel):
+    """Base of every part of an issue: unknown keys are errors, text is trimmed."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+
+class Link(Part):
+    label: Text
+    url: Url
+    language: Language | None = Field(None, description="Language of the linked page, e.g. for downloads per language.")
+
+
+class Image(Part):
+    src: Url
+    alt: Text = Field(description="What the image shows, for readers who do not see it.")
+    credit: Text | None = Field(None, description="Photo credit shown under the image.")
+    url: Url | None = Field(None, description="Where a click on the image leads.")
+
+
+class Story(Part):
+    category: Text | None = Field(None, description='A kicker such as "Expert Voice" or "Project News".')
+    title: Text
+    url: Url | None = Field(None, description="Where the title links to.")
+    date: dt.date | None = None
+    image: Image | None = None
+    paragraphs: list[Paragraph] = Field(default_factory=list)
+    links: list[Link] = Field(default_factory=list, description='The row of links under the story ("Read the blog | ...").')
+
+
+class Spotlight(Part):
+    heading: Text = "In the spotlight"
+    headline: Text
+    url: Url | None = None
+    image: Image | None = None
+    intro: list[Paragraph] = Field(default_factory=list)
+    stories: list[Story] = Field(default_factory=list)
+    more: Link | None = None
+
+
+class StorySection(Part):
+    heading: Text | None = None
+    stories: list[Story] = Field(min_length=1)
+    more: Link | None = Field(None, description='A closing link such as "More news from ICMPD...".')
+
+
+class Publication(Part):
+    kind: Text | None = Field(None, description='"Working Paper", "Briefing Paper", "Report"...')
+    title: Text
+    url: Url | None = None
+    authors: list[Text] = Field(default_factory=list)
+    image: Image | None = None
+    summary: list[Paragraph] = Field(default_factory=list)
+    downloads: list[Link] = Field(default_factory=list, description="One link per file, e.g. one per language.")
+
+
+class Publications(Part):
+    heading: Text = "Latest publications"
+    items: list[Publication] = Field(min_length=1)
+    more: Link | None = None
+
+
+class Event(Part):
+    date: dt.date = Field(description="The day the event starts (YYYY-MM-DD).")
+    end: dt.date | None = Field(None, description="The last day, for events of several days.")
+    programme: Text | None = Field(None, description='A programme tag such as "MIEUX" or "THB/IFS/2".')
+    title: Text
+    place: Text | None = Field(None, description='Where it happens, e.g. "Lilongwe, Malawi".')
+    url: Url | None = None
+
+    @model_validator(mode="after")
+    def _end_not_before_start(self) -> Event:
+        if self.end is not None and self.end < self.date:
+            raise ValueError(f"end {self.end.isoformat()} is before date {self.date.isoformat()}")
+        return self
+
+
+class Events(Part):
+    heading: Text = "Upcoming events"
+    items: list[Event] = Field(min_length=1)
+    more: Link | None = None
+
+
+class Issue(Part):
+    """One newsletter issue."""
+
+    model_config = ConfigDict(title="Newsletter issue", json_schema_extra={"$id": SCHEMA_ID})
+
+    title: Text = Field(description='The issue title, e.g. "February 2016 Monthly Update".')
+    date: dt.date = Field(description="The publication date (YYYY-MM-DD).")
+    language: Language = "en"
+    subject: Text | None = Field(None, description="The email subject; the title when left out.")
+    preheader: Text = Field(max_length=200, description="The preview line mail clients show after the subject.")
+    in_this_issue: Text | None = Field(None, description='The "In this issue" line; made from the spotlight when left out.')
+    greeting: Text | None = Field(
+        None, description='An opening line; "{name}" in it becomes the subscriber\'s name, e.g. "Dear {name},".'
+    )
+    spotlight: Spotlight | None = None
+    news: StorySection | None = None
+    section_links: list[Link] = Field(
+        default_factory=list, description='Links to standing pages: "Current vacancies", "In the media"...'
+    )
+    publications: Publications | None = None
+    events: Events | None = None
+    other_news: StorySection | None = None
+    photo_credits: Text | None = None
+
+    @property
+    def email_subject(self) -> str:
+        return self.subject or self.title
+
+    @property
+    def in_this_issue_line(self) -> str | None:
+        if self.in_this_issue:
+            return self.in_this_issue
+        if self.spotlight:
+            return f"{self.spotlight.heading}: {self.spotlight.headline}"
+        return None
+
+
+def event_dates(event: Event) -> str:
+    """'17-19 February', '29 February - 4 March', '31 December 2016 - 2 January 2017'."""
+    start, end = event.date, event.end
+    if end is None or end == start:
+        return f"{start.day} {start:%B}"
+    if start.year != end.year:
+        return f"{start.day} {start:%B %Y} - {end.day} {end:%B %Y}"
+    if start.month != end.month:
+        return f"{start.day} {start:%B} - {end.day} {end:%B}"
+    return f"{start.day}-{end.day} {start:%B}"
+
+
+def issue_json_schema() -> dict[str, object]:
+    schema = Issue.model_json_schema()
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}
