@@ -98,6 +98,8 @@ def _parse(text: str, path: str) -> _Document:
         mark = error.problem_mark or error.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         problem = (error.problem or error.context or "invalid YAML").strip()
+        if problem.startswith("but ") and error.context:
+            problem = f"{error.context.strip()} {problem}"
         if "duplicate key" in problem:
             problem = problem.split(" with value")[0]
         raise IssueFileError([Problem(path, line, col, "", f"YAML: {problem}")]) from None
@@ -188,7 +190,7 @@ def _problems(error: ValidationError, doc: _Document, path: str) -> list[Problem
         loc = tuple(detail["loc"])
         line, col = _position(doc, loc, key=detail["type"] == "extra_forbidden")
         problems.append(Problem(path, line, col, format_loc(loc), _message(detail, loc)))
-    return sorted(problems, key=lambda p: (p.line, p.column))
+    return sorted(problems, key=lambda p: (p.line, p.column, p.field))
 
 
 def parse_issue(text: str, path: str) -> Issue:

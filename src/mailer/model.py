@@ -31,7 +31,7 @@ Language = Annotated[
 class Part(BaseModel):
     """Base of every part of an issue: unknown keys are errors, text is trimmed."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True, coerce_numbers_to_str=True)
 
 
 class Link(Part):
@@ -148,15 +148,15 @@ class Issue(Part):
 
 
 def event_dates(event: Event) -> str:
-    """'17-19 February', '29 February - 4 March', '31 December 2016 - 2 January 2017'."""
+    """'17–19 February', '29 February – 4 March', '31 December 2016 – 2 January 2017'."""
     start, end = event.date, event.end
     if end is None or end == start:
         return f"{start.day} {start:%B}"
     if start.year != end.year:
-        return f"{start.day} {start:%B %Y} - {end.day} {end:%B %Y}"
+        return f"{start.day} {start:%B %Y} – {end.day} {end:%B %Y}"
     if start.month != end.month:
-        return f"{start.day} {start:%B} - {end.day} {end:%B}"
-    return f"{start.day}-{end.day} {start:%B}"
+        return f"{start.day} {start:%B} – {end.day} {end:%B}"
+    return f"{start.day}–{end.day} {start:%B}"
 
 
 def issue_json_schema() -> dict[str, object]:

@@ -1,0 +1,142 @@
+"""The commands as a user runs them: exact output, exit codes, and nothing half-written."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mailer.model import issue_json_schema
+from tests.conftest import MINIMAL, ROOT
+
+SCHEMA_FILE = ROOT / "schema" / "issue.schema.json"
+
+
+def mailer(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "mailer", *args], cwd=cwd, capture_output=True, text=True, timeout=60)
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A content repository as users have one: mailer.toml and issues/."""
+    shutil.copy(ROOT / "mailer.toml", tmp_path / "mailer.toml")
+    (tmp_path / "issues").mkdir()
+    shutil.copy(ROOT / "issues" / "2016-02.yaml", tmp_path / "issues" / "2016-02.yaml")
+    return tmp_path
+
+
+def test_render_writes_three_files_and_prints_one_line_each(project: Path) -> None:
+    result = mailer("render", "issues/2016-02.yaml", cwd=project)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert [re.sub(r"\d+\.\d KB", "N KB", line) for line in lines] == [
+        "build/2016-02/email.html  N KB  email",
+        "build/2016-02/email.txt  N KB  plain-text alternative",
+        "build/2016-02/web.html  N KB  web version",
+    ]
+    for line in lines:
+        path, size = line.split("  ")[:2]
+        assert abs((project / path).stat().st_size / 1024 - float(size.split()[0])) < 0.1
+    assert result.stderr == ""
+
+
+def test_render_to_a_chosen_folder(project: Path) -> None:
+    result = mailer("render", "issues/2016-02.yaml", "-o", "out/feb", cwd=project)
+    assert result.returncode == 0
+    assert sorted(p.name for p in (project / "out" / "feb").iterdir()) == ["email.html", "email.txt", "web.html"]
+
+
+def test_a_failed_render_leaves_the_previous_output_untouched(project: Path) -> None:
+    assert mailer("render", "issues/2016-02.yaml", cwd=project).returncode == 0
+    before = {p.name: p.read_bytes() for p in (project / "build" / "2016-02").iterdir()}
+    issue = project / "issues" / "2016-02.yaml"
+    issue.write_text(issue.read_text().replace("url: https://www.icmpd.org/news-centre/photo-gallery/", "url: photo-gallery/"))
+    result = mailer("render", "issues/2016-02.yaml", cwd=project)
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr == (
+        "issues/2016-02.yaml:25:16: news.stories[0].links[0].url: "
+        "must be an absolute http(s) or mailto URL, got 'photo-gallery/'\n"
+    )
+    assert {p.name: p.read_bytes() for p in (project / "build" / "2016-02").iterdir()} == before
+
+
+def test_check_validates_without_writing(project: Path) -> None:
+    (project / "issues" / "bad.yaml").write_text(MINIMAL.replace("title: A story", "titl: A story"))
+    result = mailer("check", "issues/2016-02.yaml", "issues/bad.yaml", cwd=project)
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr == (
+        "issues/bad.yaml:6:7: news.stories[0].titl: unknown field; did you mean 'title'?\n"
+        "issues/bad.yaml:6:7: news.stories[0].title: required field is missing\n"
+    )
+    assert mailer("check", "issues/2016-02.yaml", cwd=project).stdout == "1 issue file OK\n"
+    assert not (project / "build").exists()
+
+
+def test_config_problems_are_one_line_each(project: Path) -> None:
+    (project / "mailer.toml").write_text('public_url = "newsletter.example.org"\n[branding]\nnmae = "X"\n')
+    result = mailer("render", "issues/2016-02.yaml", cwd=project)
+    assert result.returncode == 1
+    assert result.stderr == (
+        "mailer.toml: public_url: must be an absolute http(s) or mailto URL, got 'newsletter.example.org'\n"
+        "mailer.toml: branding.nmae: Extra inputs are not permitted\n"
+    )
+
+
+def test_missing_public_url_says_where_to_set_it(project: Path) -> None:
+    (project / "mailer.toml").write_text("")
+    result = mailer("render", "issues/2016-02.yaml", cwd=project)
+    assert (result.returncode, result.stderr) == (
+        1,
+        "mailer.toml: public_url: required; set it in mailer.toml or MAILER_PUBLIC_URL\n",
+    )
+
+
+def test_environment_overrides_the_config_file(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MAILER_PUBLIC_URL", "https://news.example.org/archive")
+    assert mailer("render", "issues/2016-02.yaml", cwd=project).returncode == 0
+    html = (project / "build" / "2016-02" / "email.html").read_text()
+    assert 'href="https://news.example.org/archive/2016-02/"' in html
+
+
+def test_usage_errors_exit_2() -> None:
+    result = mailer("render")
+    assert result.returncode == 2 and "Missing argument 'FILES...'" in result.stderr
+
+
+def test_schema_command_matches_the_committed_copy() -> None:
+    result = mailer("schema")
+    assert result.returncode == 0
+    assert json.loads(result.stdout) == issue_json_schema()
+    assert json.loads(SCHEMA_FILE.read_text()) == issue_json_schema(), "run `mailer schema > schema/issue.schema.json`"
+
+
+def test_issue_files_point_editors_at_the_schema_and_validate_against_it() -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    from ruamel.yaml import YAML
+
+    for path in sorted((ROOT / "issues").glob("*.yaml")):
+        assert path.read_text().splitlines()[0] == "# yaml-language-server: $schema=../schema/issue.schema.json"
+        data = json.loads(json.dumps(YAML(typ="safe").load(path), default=str))
+        jsonschema.validate(data, json.loads(SCHEMA_FILE.read_text()))
+
+
+def test_schema_rejects_what_the_model_rejects() -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = json.loads(SCHEMA_FILE.read_text())
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({"title": "t", "date": "2016-01-01", "preheader": "p", "titel": "x"}, schema)
+
+
+def test_every_command_has_help_and_is_in_the_readme() -> None:
+    readme = (ROOT / "README.md").read_text()
+    from mailer.cli import cli
+
+    for name, command in cli.commands.items():  # type: ignore[attr-defined]
+        assert command.help, name
+        assert f"mailer {name}" in readme, f"README does not mention `mailer {name}`"
