@@ -49,11 +49,18 @@ def main() -> None:
         css_inline = None
 
     print(f"median of {runs} runs, milliseconds")
-    print(f"{'issue':8} {'load':>7} {'jinja':>7} {'mjml':>7} {'inline':>7} {'text':>7} {'write':>7} {'total':>7} {'html KB':>8}")
+    print(
+        f"{'issue':8} {'load':>7} {'jinja':>7} {'mjml':>7} {'inline':>7} {'text':>7} {'write':>7} {'total':>7} {'html KB':>8}"
+    )
     for slug in ("2016-02", "2015-10"):
         path = ROOT / "issues" / f"{slug}.yaml"
         issue = load_issue(path)
-        context = {"issue": issue, "branding": settings.branding, "web_url": settings.web_url(slug), "archive_url": settings.public_url}
+        context = {
+            "issue": issue,
+            "branding": settings.branding,
+            "web_url": settings.web_url(slug),
+            "archive_url": settings.public_url,
+        }
         source = template.render(web=False, recipient=PLACEHOLDERS, **context)
         html = _mjml_to_html(source)
         rendered = render_issue(issue, slug, settings)
@@ -80,7 +87,16 @@ def main() -> None:
         return median_ms(lambda: subprocess.run(args, cwd=ROOT, check=True, capture_output=True), max(3, runs // 4))
 
     with tempfile.TemporaryDirectory() as tmp:
-        whole = command(sys.executable, "-m", "mailer", "render", "issues/2016-02.yaml", "issues/2015-10.yaml", "-o" if False else "--config", "mailer.toml")
+        whole = command(
+            sys.executable,
+            "-m",
+            "mailer",
+            "render",
+            "issues/2016-02.yaml",
+            "issues/2015-10.yaml",
+            "-o" if False else "--config",
+            "mailer.toml",
+        )
         startup = command(sys.executable, "-c", "pass")
         imports = command(sys.executable, "-c", "import mailer.cli, mailer.build")
         del tmp

@@ -37,7 +37,9 @@ def rendered(seed_issues: dict[str, Issue], settings: Settings) -> dict[str, Ren
 
 
 @pytest.fixture(params=SEED_ISSUES)
-def seed(request: pytest.FixtureRequest, seed_issues: dict[str, Issue], rendered: dict[str, RenderedIssue]) -> tuple[Issue, RenderedIssue]:
+def seed(
+    request: pytest.FixtureRequest, seed_issues: dict[str, Issue], rendered: dict[str, RenderedIssue]
+) -> tuple[Issue, RenderedIssue]:
     return seed_issues[request.param], rendered[request.param]
 
 

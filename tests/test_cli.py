@@ -10,9 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from tests.conftest import MINIMAL, ROOT
 
 from mailer.model import issue_json_schema
-from tests.conftest import MINIMAL, ROOT
 
 SCHEMA_FILE = ROOT / "schema" / "issue.schema.json"
 
@@ -55,7 +55,9 @@ def test_a_failed_render_leaves_the_previous_output_untouched(project: Path) -> 
     assert mailer("render", "issues/2016-02.yaml", cwd=project).returncode == 0
     before = {p.name: p.read_bytes() for p in (project / "build" / "2016-02").iterdir()}
     issue = project / "issues" / "2016-02.yaml"
-    issue.write_text(issue.read_text().replace("url: https://www.icmpd.org/news-centre/photo-gallery/", "url: photo-gallery/"))
+    issue.write_text(
+        issue.read_text().replace("url: https://www.icmpd.org/news-centre/photo-gallery/", "url: photo-gallery/")
+    )
     result = mailer("render", "issues/2016-02.yaml", cwd=project)
     assert result.returncode == 1
     assert result.stdout == ""

@@ -18,7 +18,9 @@ def reviewable(path: Path, content: str) -> str:
 
 
 @pytest.mark.parametrize("slug", ["2016-02", "2015-10"])
-def test_output_matches_golden_files(slug: str, rendered: dict[str, RenderedIssue], request: pytest.FixtureRequest) -> None:
+def test_output_matches_golden_files(
+    slug: str, rendered: dict[str, RenderedIssue], request: pytest.FixtureRequest
+) -> None:
     files = output_files(rendered[slug], GOLDEN / slug)
     if request.config.getoption("--update-golden"):
         for path, (content, _) in files.items():
@@ -27,4 +29,6 @@ def test_output_matches_golden_files(slug: str, rendered: dict[str, RenderedIssu
     for path, (content, _) in files.items():
         assert path.exists(), f"{path} is missing: run `pytest tests/test_golden.py --update-golden`"
         expected = path.read_text(encoding="utf-8")
-        assert reviewable(path, content) == expected, f"{path.name} differs from the golden file; if intended, run `pytest tests/test_golden.py --update-golden` and review the diff"
+        assert reviewable(path, content) == expected, (
+            f"{path.name} differs from the golden file; if intended, run `pytest tests/test_golden.py --update-golden` and review the diff"
+        )

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from tests.browser import chromium, local_only
 
 from mailer.render import RenderedIssue
-from tests.browser import chromium, local_only
 
 OUTPUT = Path(__file__).resolve().parents[1] / "test-output"
 
@@ -19,7 +19,9 @@ def browser():  # type: ignore[no-untyped-def]
 
 
 @pytest.mark.parametrize("slug", ["2016-02", "2015-10"])
-def test_email_fits_a_phone_and_stays_600px_on_desktop(browser, slug: str, rendered: dict[str, RenderedIssue], tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_email_fits_a_phone_and_stays_600px_on_desktop(
+    browser, slug: str, rendered: dict[str, RenderedIssue], tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
     page_file = tmp_path / "email.html"
     page_file.write_text(rendered[slug].email_html, encoding="utf-8")
     OUTPUT.mkdir(exist_ok=True)

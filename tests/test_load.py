@@ -6,10 +6,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from tests.conftest import MINIMAL
 
 from mailer.errors import IssueFileError, MailerError
 from mailer.load import load_issue
-from tests.conftest import MINIMAL
 
 WriteIssue = Callable[..., Path]
 
@@ -89,14 +89,17 @@ def test_broken_yaml_gets_one_line_not_a_traceback(write_issue: WriteIssue, text
 
 def test_alias_bomb_is_refused_before_it_expands(write_issue: WriteIssue) -> None:
     lines = ['a: &a ["x","x","x","x","x","x","x","x","x"]']
-    for name, prev in zip("bcdefghi", "abcdefgh"):
+    for name, prev in zip("bcdefghi", "abcdefgh", strict=True):
         lines.append(f"{name}: &{name} [" + ",".join([f"*{prev}"] * 9) + "]")
     [line] = problems(write_issue("\n".join(lines) + "\n"))
     assert "more than 20000 values (an alias expanding too far?)" in line
 
 
 def test_a_few_aliases_are_fine(write_issue: WriteIssue) -> None:
-    text = MINIMAL + "section_links:\n  - &jobs {label: Jobs, url: 'https://example.org/jobs'}\nevents:\n  items:\n    - {date: 2016-03-01, title: T}\n  more: *jobs\n"
+    text = (
+        MINIMAL
+        + "section_links:\n  - &jobs {label: Jobs, url: 'https://example.org/jobs'}\nevents:\n  items:\n    - {date: 2016-03-01, title: T}\n  more: *jobs\n"
+    )
     issue = load_issue(write_issue(text))
     assert issue.events is not None and issue.events.more == issue.section_links[0]
 
@@ -120,6 +123,9 @@ def test_links_in_paragraphs_must_be_absolute(write_issue: WriteIssue) -> None:
 
 
 def test_event_range_across_months_is_kept(write_issue: WriteIssue) -> None:
-    text = MINIMAL + "events:\n  items:\n    - {date: 2016-02-29, end: 2016-03-04, programme: MIEUX, title: T, place: Baku}\n"
+    text = (
+        MINIMAL
+        + "events:\n  items:\n    - {date: 2016-02-29, end: 2016-03-04, programme: MIEUX, title: T, place: Baku}\n"
+    )
     event = load_issue(write_issue(text)).events.items[0]  # type: ignore[union-attr]
     assert (event.date.isoformat(), event.end.isoformat(), event.programme) == ("2016-02-29", "2016-03-04", "MIEUX")  # type: ignore[union-attr]

@@ -6,12 +6,12 @@ import re
 from pathlib import Path
 
 from lxml import html as lxml_html
+from tests.conftest import MINIMAL, render_slug
 
 from mailer.build import GMAIL_CLIP_BYTES
 from mailer.model import Issue
 from mailer.render import PLACEHOLDERS, RenderedIssue
 from mailer.settings import Settings
-from tests.conftest import MINIMAL, render_slug
 
 Seed = tuple[Issue, RenderedIssue]
 
@@ -92,7 +92,9 @@ def test_web_version_link_and_footer_with_unsubscribe_placeholder(seed: Seed, se
     doc = lxml_html.fromstring(result.email_html)
     web_link = doc.xpath("//a[normalize-space()='click here']")[0]
     assert web_link.getparent().text_content() == "If the newsletter is not displayed properly, click here"
-    assert web_link.get("href") == f"https://newsletter.icmpd.org/{'2016-02' if issue.date.year == 2016 else '2015-10'}/"
+    assert (
+        web_link.get("href") == f"https://newsletter.icmpd.org/{'2016-02' if issue.date.year == 2016 else '2015-10'}/"
+    )
     assert doc.xpath("//a[normalize-space()='Unsubscribe']/@href") == ["{{unsubscribe_url}}"]
     footer = " ".join(" ".join(doc.xpath("//p[@class='footer']")[0].itertext()).split())
     footer += " " + " ".join(" ".join(doc.xpath("//p[@class='footer']")[1].itertext()).split())
@@ -128,7 +130,8 @@ def test_text_alternative_wraps_at_78_and_keeps_every_link(seed: Seed, settings:
 
 def test_yaml_content_is_escaped_and_markup_only_where_allowed(write_issue, settings: Settings) -> None:  # type: ignore[no-untyped-def]
     text = MINIMAL.replace("A story", "'<script>alert(1)</script> & <b>bold</b>'").replace(
-        "The first paragraph.", "'Some *emphasis*, <img src=x onerror=alert(1)> and [a link](https://example.org/a?b=1&c=2).'"
+        "The first paragraph.",
+        "'Some *emphasis*, <img src=x onerror=alert(1)> and [a link](https://example.org/a?b=1&c=2).'",
     )
     result = render_slug(write_issue(text), settings)
     doc = lxml_html.fromstring(result.email_html)
@@ -136,7 +139,9 @@ def test_yaml_content_is_escaped_and_markup_only_where_allowed(write_issue, sett
     assert "<script>alert(1)</script> & <b>bold</b>" in doc.text_content()
     assert doc.xpath("//em/text()") == ["emphasis"]
     assert doc.xpath("//a[text()='a link']/@href") == ["https://example.org/a?b=1&c=2"]
-    assert "Some emphasis, <img src=x onerror=alert(1)> and a link <https://example.org/a?b=1&c=2>." in " ".join(result.text.split())
+    assert "Some emphasis, <img src=x onerror=alert(1)> and a link <https://example.org/a?b=1&c=2>." in " ".join(
+        result.text.split()
+    )
 
 
 def test_greeting_carries_a_name_placeholder(write_issue, settings: Settings) -> None:  # type: ignore[no-untyped-def]

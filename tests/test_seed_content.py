@@ -6,10 +6,10 @@ import re
 
 import pytest
 from lxml import html as lxml_html
+from tests.conftest import SEEDS
 
 from mailer.model import Issue, Link, Story
 from mailer.render import RenderedIssue
-from tests.conftest import SEEDS
 
 # Seed lines the layout legitimately rewrites: two headings flattened onto one line,
 # the web-version line (checked on its own), and a download line split per language.
@@ -55,7 +55,9 @@ def found(piece: str, text: str) -> bool:
 @pytest.mark.skipif(not SEEDS.is_dir(), reason="../shared/seeds is not beside this checkout")
 @pytest.mark.parametrize("slug", ["2016-02", "2015-10"])
 @pytest.mark.parametrize("output", ["email_html", "web_html", "text"])
-def test_every_line_of_the_seed_newsletter_is_in_the_output(slug: str, output: str, rendered: dict[str, RenderedIssue]) -> None:
+def test_every_line_of_the_seed_newsletter_is_in_the_output(
+    slug: str, output: str, rendered: dict[str, RenderedIssue]
+) -> None:
     result = rendered[slug]
     text = flat(result.text) if output == "text" else html_text(getattr(result, output))
     missing = [piece for piece in seed_pieces(slug) if not found(piece, text)]
@@ -97,8 +99,7 @@ def test_seed_issues_are_transcribed_whole(seed_issues: dict[str, Issue]) -> Non
 def test_every_link_is_a_real_anchor_in_the_html_and_spelled_out_in_the_text(seed: tuple[Issue, RenderedIssue]) -> None:
     issue, result = seed
     anchors = {
-        (" ".join(a.text_content().split()), a.get("href"))
-        for a in lxml_html.fromstring(result.email_html).iter("a")
+        (" ".join(a.text_content().split()), a.get("href")) for a in lxml_html.fromstring(result.email_html).iter("a")
     }
     text = result.text
     for link in all_links(issue):

@@ -54,11 +54,10 @@ def load_all(paths: list[Path]) -> list[tuple[Path, Issue]]:
             problems.extend(error.problems)
         except MailerError as error:
             messages.append(str(error))
-    if problems or messages:
-        error = IssueFileError(problems)
-        if messages:
-            raise MailerError("\n".join(messages + error.lines()))
-        raise error
+    if messages:
+        raise MailerError("\n".join(messages + [str(problem) for problem in problems]))
+    if problems:
+        raise IssueFileError(problems)
     return loaded
 
 
@@ -79,8 +78,8 @@ def write_atomically(files: dict[Path, str]) -> None:
     try:
         for path, content in files.items():
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-            staged.append((Path(tmp), path))
+            fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            staged.append((Path(tmp_name), path))
             with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
                 handle.write(content)
                 handle.flush()
@@ -93,7 +92,9 @@ def write_atomically(files: dict[Path, str]) -> None:
         os.replace(tmp, path)
 
 
-def build(paths: list[Path], settings: Settings, *, out_dir: Path | None = None, build_root: Path = Path("build")) -> list[WrittenFile]:
+def build(
+    paths: list[Path], settings: Settings, *, out_dir: Path | None = None, build_root: Path = Path("build")
+) -> list[WrittenFile]:
     if out_dir is not None and len(paths) != 1:
         raise MailerError("-o/--output names the folder of one issue; render several issues without it")
     rendered = [

@@ -11,7 +11,7 @@ from typing import ParamSpec, TypeVar
 
 import click
 
-from mailer.errors import ExitStatus, MailerError
+from mailer.errors import MailerError
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -48,7 +48,13 @@ def cli() -> None:
 
 @cli.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("-o", "--output", "out_dir", type=click.Path(path_type=Path, file_okay=False), help="Output folder (default: build/<issue>/).")
+@click.option(
+    "-o",
+    "--output",
+    "out_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Output folder (default: build/<issue>/).",
+)
 @config_option
 @reports_errors
 def render(files: tuple[Path, ...], out_dir: Path | None, config_file: Path | None) -> None:

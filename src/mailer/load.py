@@ -12,10 +12,10 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
-from ruamel.yaml import YAML, YAMLError
+from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.constructor import RoundTripConstructor
-from ruamel.yaml.error import MarkedYAMLError
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from mailer.errors import IssueFileError, MailerError, Problem
 from mailer.model import Issue
@@ -113,7 +113,15 @@ def _parse(text: str, path: str) -> _Document:
         line = tree.lc.line + 1 if hasattr(tree, "lc") else 1
         kind = "a list" if isinstance(tree, CommentedSeq) else "a single value"
         raise IssueFileError(
-            [Problem(path, line, 1, "", f"the document is {kind}; an issue is a mapping of fields (title: ..., date: ...)")]
+            [
+                Problem(
+                    path,
+                    line,
+                    1,
+                    "",
+                    f"the document is {kind}; an issue is a mapping of fields (title: ..., date: ...)",
+                )
+            ]
         )
     doc = _Document(data=None)
     try:

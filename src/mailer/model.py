@@ -54,7 +54,9 @@ class Story(Part):
     date: dt.date | None = None
     image: Image | None = None
     paragraphs: list[Paragraph] = Field(default_factory=list)
-    links: list[Link] = Field(default_factory=list, description='The row of links under the story ("Read the blog | ...").')
+    links: list[Link] = Field(
+        default_factory=list, description='The row of links under the story ("Read the blog | ...").'
+    )
 
 
 class Spotlight(Part):
@@ -120,7 +122,9 @@ class Issue(Part):
     language: Language = "en"
     subject: Text | None = Field(None, description="The email subject; the title when left out.")
     preheader: Text = Field(max_length=200, description="The preview line mail clients show after the subject.")
-    in_this_issue: Text | None = Field(None, description='The "In this issue" line; made from the spotlight when left out.')
+    in_this_issue: Text | None = Field(
+        None, description='The "In this issue" line; made from the spotlight when left out.'
+    )
     greeting: Text | None = Field(
         None, description='An opening line; "{name}" in it becomes the subscriber\'s name, e.g. "Dear {name},".'
     )

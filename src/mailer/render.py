@@ -39,9 +39,10 @@ class RenderedIssue:
 
 def _mjml_to_html(source: str) -> str:
     try:
-        return mjml.mjml2html(source, fonts={}, disable_comments=True)
+        html: str = mjml.mjml2html(source, fonts={}, disable_comments=True)
     except Exception as error:  # mjml-python raises a bare Exception subclass from Rust
         raise RenderError(f"MJML: {error}") from None
+    return html
 
 
 def inline_css(html: str, css: str) -> str:
@@ -61,7 +62,8 @@ def inline_css(html: str, css: str) -> str:
         strip_important=False,
         cssutils_logging_level=logging.CRITICAL,
     )
-    return inliner.transform(marked, pretty_print=False).replace(_IGNORE, "")
+    inlined: str = inliner.transform(marked, pretty_print=False)
+    return inlined.replace(_IGNORE, "")
 
 
 def _render_mjml(template: jinja2.Template, **context: object) -> str:
