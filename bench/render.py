@@ -59,7 +59,7 @@ def main() -> None:
             "issue": issue,
             "branding": settings.branding,
             "web_url": settings.web_url(slug),
-            "archive_url": settings.public_url,
+            "archive_url": settings.archive_url,
         }
         source = template.render(web=False, recipient=PLACEHOLDERS, **context)
         html = _mjml_to_html(source)

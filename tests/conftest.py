@@ -1,9 +1,11 @@
 from __future__ import annotations
 
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy.engine import Engine
 
 from mailer.build import slug_of
 from mailer.load import load_issue
@@ -67,3 +69,48 @@ news:
 
 def render_slug(path: Path, settings: Settings) -> RenderedIssue:
     return render_issue(load_issue(path), slug_of(path), settings)
+
+
+PG_DSN = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+def _postgres_reachable() -> str | None:
+    try:
+        import psycopg
+
+        psycopg.connect("host=127.0.0.1 port=5432 dbname=test user=postgres", connect_timeout=3).close()
+    except Exception as error:  # any failure means: skip, and say why
+        return (
+            f"PostgreSQL on 127.0.0.1:5432 is not reachable ({type(error).__name__}); storage tests ran on SQLite only"
+        )
+    return None
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty database: a SQLite file, or a schema of its own on the local PostgreSQL."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'mailer.sqlite3'}"
+        return
+    reason = _postgres_reachable()
+    if reason:
+        pytest.skip(reason)
+    import psycopg
+
+    schema = f"test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect("host=127.0.0.1 port=5432 dbname=test user=postgres", autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    try:
+        yield f"{PG_DSN}?options=-csearch_path%3D{schema}"
+    finally:
+        with psycopg.connect("host=127.0.0.1 port=5432 dbname=test user=postgres", autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    from mailer.database import open_database
+
+    engine = open_database(database_url)
+    yield engine
+    engine.dispose()

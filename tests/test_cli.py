@@ -95,7 +95,7 @@ def test_missing_public_url_says_where_to_set_it(project: Path) -> None:
     result = mailer("render", "issues/2016-02.yaml", cwd=project)
     assert (result.returncode, result.stderr) == (
         1,
-        "mailer.toml: public_url: required; set it in mailer.toml or MAILER_PUBLIC_URL\n",
+        "public_url is not set; set it in mailer.toml or MAILER_PUBLIC_URL (emails link to their web version at <public_url>/<issue>/)\n",
     )
 
 

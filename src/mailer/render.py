@@ -89,7 +89,7 @@ def render_issue(issue: Issue, slug: str, settings: Settings) -> RenderedIssue:
         "issue": issue,
         "branding": settings.branding,
         "web_url": settings.web_url(slug),
-        "archive_url": settings.public_url,
+        "archive_url": settings.archive_url,
     }
     email_mjml = _render_mjml(template, web=False, recipient=PLACEHOLDERS, **context)
     web_mjml = _render_mjml(template, web=True, recipient=None, **context)

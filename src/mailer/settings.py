@@ -1,4 +1,4 @@
-"""Settings shared by every issue: branding and the public web address.
+"""Settings shared by every issue and every send: branding, public web address, database, SMTP, sender.
 
 Precedence, highest first: values passed in code (CLI flags), environment variables
 (MAILER_*, nested with __), the .env file, the config file (mailer.toml), defaults.
@@ -7,9 +7,14 @@ Precedence, highest first: values passed in code (CLI flags), environment variab
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from email.utils import parseaddr
 from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from email_validator import EmailNotValidError, validate_email
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -23,6 +28,53 @@ from mailer.urls import Url
 CONFIG_ENV = "MAILER_CONFIG"
 DEFAULT_CONFIG = Path("mailer.toml")
 HexColour = str
+LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+DEFAULT_PORTS = {"starttls": 587, "tls": 465, "none": 25}
+MIN_SECRET_LENGTH = 32
+MASK = "********"
+
+
+def check_mailbox(value: str) -> str:
+    """One RFC 5322 mailbox, `Name <user@example.org>` or `user@example.org`, safe to put in a header."""
+    if "\r" in value or "\n" in value:
+        raise ValueError("must not contain line breaks (CR or LF)")
+    text = value.strip()
+    _, address = parseaddr(text)
+    if not address or not (text == address or text.endswith(f"<{address}>")):
+        raise ValueError(
+            f"must be one address like 'Newsletter <news@example.org>' or 'news@example.org', got {value!r}"
+        )
+    try:
+        validate_email(address, check_deliverability=False)
+    except EmailNotValidError as error:
+        raise ValueError(f"{address!r} is not a valid email address: {error}") from None
+    return text
+
+
+def check_secret_length(value: SecretStr | None) -> SecretStr | None:
+    if value is not None and len(value.get_secret_value()) < MIN_SECRET_LENGTH:
+        raise ValueError(
+            f"must be at least {MIN_SECRET_LENGTH} characters; make one with "
+            "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
+        )
+    return value
+
+
+def mask_url_password(url: str) -> str:
+    """The URL with its password, if any, replaced by ********: safe to print or log."""
+    parts = urlsplit(url)
+    try:
+        password = parts.password
+    except ValueError:
+        return url
+    if password is None:
+        return url
+    userinfo, _, host = parts.netloc.rpartition("@")
+    username = userinfo.partition(":")[0]
+    return urlunsplit(parts._replace(netloc=f"{username}:{MASK}@{host}"))
+
+
+Mailbox = Annotated[str, AfterValidator(check_mailbox)]
 
 
 class _Config(BaseModel):
@@ -69,13 +121,56 @@ class Settings(BaseSettings):
         env_file=".env",
         extra="forbid",
         toml_file=DEFAULT_CONFIG,
+        hide_input_in_errors=True,
     )
 
-    public_url: Url = Field(
-        description="Base URL of the public web version; issue 2016-02 is published at <public_url>/2016-02/."
+    public_url: Url | None = Field(
+        None, description="Base URL of the public web version; issue 2016-02 is published at <public_url>/2016-02/."
     )
     branding: Branding = Branding()
     templates_dir: Path | None = Field(None, description="A folder of templates replacing the built-in ones.")
+
+    database_url: str = Field(
+        "sqlite:///mailer.sqlite3",
+        min_length=1,
+        description="SQLAlchemy URL of the subscriber and delivery database, e.g. postgresql+psycopg://user:pw@host/db.",
+    )
+
+    smtp_host: str = Field("localhost", min_length=1)
+    smtp_port: int | None = Field(
+        None, ge=1, le=65535, description="Default by smtp_tls: 587 starttls, 465 tls, 25 none."
+    )
+    smtp_tls: Literal["starttls", "tls", "none"] = "starttls"
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_timeout: float = Field(30, gt=0, description="Seconds to wait for the SMTP server.")
+
+    sender: Mailbox | None = Field(None, description="From: header, e.g. 'ICMPD Newsletter <newsletter@icmpd.org>'.")
+    reply_to: Mailbox | None = Field(None, description="Reply-To: header, same form as sender.")
+    unsubscribe_secret: Annotated[SecretStr | None, AfterValidator(check_secret_length)] = Field(
+        None, description=f"Signs unsubscribe links; at least {MIN_SECRET_LENGTH} characters."
+    )
+    dkim_key_file: Path | None = Field(None, description="PEM private key to DKIM-sign messages with.")
+    dkim_selector: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$", description="DKIM selector (s=), a DNS label."
+    )
+
+    @model_validator(mode="after")
+    def _check_transport(self) -> Settings:
+        if self.smtp_tls == "none" and self.smtp_host.strip().strip("[]").lower() not in LOCAL_HOSTS:
+            raise ValueError("smtp_tls = none sends passwords and mail in clear text; it is allowed only for localhost")
+        if (self.dkim_key_file is None) != (self.dkim_selector is None):
+            raise ValueError("dkim_key_file and dkim_selector go together; set both or neither")
+        return self
+
+    @property
+    def smtp_port_effective(self) -> int:
+        """The port to connect to: smtp_port if set, else the usual one for smtp_tls."""
+        return self.smtp_port if self.smtp_port is not None else DEFAULT_PORTS[self.smtp_tls]
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        for name, value in super().__repr_args__():
+            yield name, mask_url_password(value) if name == "database_url" else value
 
     @classmethod
     def settings_customise_sources(
@@ -88,8 +183,18 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return (init_settings, env_settings, dotenv_settings, TomlConfigSettingsSource(settings_cls))
 
+    @property
+    def archive_url(self) -> str:
+        """The public web address every email links to; rendering cannot do without it."""
+        if not self.public_url:
+            raise ConfigError(
+                f"public_url is not set; set it in {DEFAULT_CONFIG} or MAILER_PUBLIC_URL "
+                "(emails link to their web version at <public_url>/<issue>/)"
+            )
+        return self.public_url
+
     def web_url(self, slug: str) -> str:
-        return f"{self.public_url.rstrip('/')}/{slug}/"
+        return f"{self.archive_url.rstrip('/')}/{slug}/"
 
 
 def config_path(explicit: Path | None = None) -> Path:
@@ -109,12 +214,12 @@ def load_settings(config_file: Path | None = None, **overrides: object) -> Setti
         return _FromFile(**overrides)  # type: ignore[arg-type]
     except ValidationError as error:
         problems = []
-        for detail in error.errors(include_url=False):
+        for detail in error.errors(include_url=False, include_input=False):
             field = ".".join(str(part) for part in detail["loc"])
             message = detail["msg"].removeprefix("Value error, ")
             if detail["type"] == "missing":
                 message = f"required; set it in {path} or MAILER_{field.upper().replace('.', '__')}"
-            problems.append(f"{path}: {field}: {message}")
+            problems.append(f"{path}: {field}: {message}" if field else f"{path}: {message}")
         raise ConfigError("\n".join(problems)) from None
     except ValueError as error:
         raise ConfigError(f"{path}: {error}") from None

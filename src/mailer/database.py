@@ -1,0 +1,112 @@
+"""The database behind lists, subscribers and deliveries: SQLite by default, PostgreSQL by URL.
+
+Tables are defined once here; migrations/ (Alembic) creates and evolves them, and every
+connection is migrated to the latest version when the database is opened.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import ArgumentError, OperationalError
+
+from mailer.errors import MailerError
+from mailer.settings import mask_url_password
+
+metadata = sa.MetaData()
+
+lists = sa.Table(
+    "lists",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("name", sa.String(100), nullable=False, unique=True),
+    sa.Column("description", sa.Text, nullable=False, server_default=""),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+subscribers = sa.Table(
+    "subscribers",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("email", sa.String(320), nullable=False),
+    sa.Column("email_key", sa.String(320), nullable=False, unique=True),
+    sa.Column("name", sa.String(300), nullable=False, server_default=""),
+    sa.Column("attributes", sa.JSON, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+memberships = sa.Table(
+    "memberships",
+    metadata,
+    sa.Column("list_id", sa.Integer, sa.ForeignKey("lists.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("subscriber_id", sa.Integer, sa.ForeignKey("subscribers.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("changed_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_memberships_list_status", "list_id", "status"),
+)
+
+suppressions = sa.Table(
+    "suppressions",
+    metadata,
+    sa.Column("email_key", sa.String(320), primary_key=True),
+    sa.Column("reason", sa.String(16), nullable=False),
+    sa.Column("note", sa.Text, nullable=False, server_default=""),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+SUBSCRIBED = "subscribed"
+UNSUBSCRIBED = "unsubscribed"
+SUPPRESSION_REASONS = ("unsubscribed", "bounced", "complained", "blocked")
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _describe(url: sa.URL) -> str:
+    return url.render_as_string(hide_password=True)
+
+
+def _migrate(engine: Engine) -> None:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
+
+
+def open_database(url: str) -> Engine:
+    """Connect, creating the SQLite file and the tables on first use."""
+    try:
+        parsed = sa.make_url(url)
+    except ArgumentError:
+        raise MailerError(
+            f"database_url: cannot parse {mask_url_password(url)!r}; use sqlite:///path.sqlite3 or postgresql+psycopg://..."
+        ) from None
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    engine = sa.create_engine(parsed, future=True)
+    if parsed.get_backend_name() == "sqlite":
+        sa.event.listen(engine, "connect", _sqlite_pragmas)
+    try:
+        _migrate(engine)
+    except OperationalError as error:
+        reason = str(error.orig).strip().splitlines()[0] if error.orig else str(error)
+        raise MailerError(f"database {_describe(parsed)}: {reason}") from None
+    return engine
+
+
+def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
+    cursor = dbapi_connection.cursor()  # type: ignore[attr-defined]
+    cursor.execute("PRAGMA foreign_keys = ON")
+    cursor.execute("PRAGMA journal_mode = WAL")
+    cursor.execute("PRAGMA busy_timeout = 10000")
+    cursor.close()

@@ -1,0 +1,249 @@
+"""Lists, their subscribers and the suppression list that every send honours."""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import sqlalchemy as sa
+from email_validator import EmailNotValidError, validate_email
+from sqlalchemy.engine import Connection, Engine
+
+from mailer.database import (
+    SUBSCRIBED,
+    SUPPRESSION_REASONS,
+    UNSUBSCRIBED,
+    lists,
+    memberships,
+    now,
+    subscribers,
+    suppressions,
+)
+from mailer.errors import MailerError
+
+LIST_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,99}$")
+
+
+class InvalidAddress(ValueError):
+    """An address a subscriber list cannot hold; the message says why."""
+
+
+_PLAIN_LOCAL_PART = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
+
+
+@lru_cache(maxsize=8192)
+def _domain(domain: str) -> str:
+    """The validator's normalised domain; cached because a list repeats a few domains many times."""
+    try:
+        return validate_email(f"postmaster@{domain}", check_deliverability=False).domain
+    except EmailNotValidError as error:
+        raise InvalidAddress(str(error)) from None
+
+
+def normalise_email(address: str) -> tuple[str, str]:
+    """(address as stored, case-insensitive key), or InvalidAddress with the validator's reason.
+
+    email-validator spends most of its time on the domain; plain ASCII local parts (RFC 5322
+    dot-atoms, what nearly every list holds) are checked here and their domain validated once.
+    """
+    text = address.strip()
+    local, at, domain = text.rpartition("@")
+    if at and len(local) <= 64 and _PLAIN_LOCAL_PART.fullmatch(local):
+        email = f"{local}@{_domain(domain)}"
+        if len(email) <= 254:
+            return email, email.lower()
+    try:
+        result = validate_email(text, check_deliverability=False)
+    except EmailNotValidError as error:
+        raise InvalidAddress(str(error)) from None
+    return result.normalized, result.normalized.lower()
+
+
+@dataclass(frozen=True)
+class ListSummary:
+    name: str
+    description: str
+    subscribed: int
+    unsubscribed: int
+    suppressed: int
+
+
+@dataclass(frozen=True)
+class Subscriber:
+    id: int
+    email: str
+    name: str
+    attributes: dict[str, Any]
+
+
+def _list_id(conn: Connection, name: str) -> int:
+    found = conn.execute(sa.select(lists.c.id).where(lists.c.name == name)).scalar()
+    if found is not None:
+        return int(found)
+    known = list(conn.execute(sa.select(lists.c.name).order_by(lists.c.name)).scalars())
+    hint = difflib.get_close_matches(name, known, n=1)
+    if hint:
+        raise MailerError(f"unknown list '{name}'; did you mean '{hint[0]}'?")
+    if known:
+        raise MailerError(f"unknown list '{name}'; known lists: {', '.join(known)}")
+    raise MailerError(f"unknown list '{name}'; there are no lists yet: mailer lists create {name}")
+
+
+def list_id(engine: Engine, name: str) -> int:
+    with engine.connect() as conn:
+        return _list_id(conn, name)
+
+
+def create_list(engine: Engine, name: str, description: str = "") -> None:
+    if not LIST_NAME.match(name):
+        raise MailerError(f"list name '{name}': use lower-case letters, digits, - and _ (e.g. staff, press-2016)")
+    with engine.begin() as conn:
+        if conn.execute(sa.select(lists.c.id).where(lists.c.name == name)).first():
+            raise MailerError(f"list '{name}' already exists")
+        conn.execute(sa.insert(lists).values(name=name, description=description, created_at=now()))
+
+
+def _suppressed() -> sa.Exists:
+    """True where the subscriber's address is on the suppression list."""
+    return sa.exists().where(suppressions.c.email_key == subscribers.c.email_key)
+
+
+def list_summaries(engine: Engine) -> list[ListSummary]:
+    """Every list with its counts; `subscribed` counts only who would be mailed."""
+    status = memberships.c.status
+    suppressed = _suppressed()
+    query = (
+        sa.select(
+            lists.c.name,
+            lists.c.description,
+            sa.func.count().filter(sa.and_(status == SUBSCRIBED, ~suppressed)),
+            sa.func.count().filter(status == UNSUBSCRIBED),
+            sa.func.count().filter(sa.and_(status == SUBSCRIBED, suppressed)),
+        )
+        .select_from(lists.outerjoin(memberships).outerjoin(subscribers))
+        .group_by(lists.c.id, lists.c.name, lists.c.description)
+        .order_by(lists.c.name)
+    )
+    with engine.connect() as conn:
+        return [ListSummary(*row) for row in conn.execute(query)]
+
+
+def suppression_reason(conn: Connection, email_key: str) -> str | None:
+    reason = conn.execute(sa.select(suppressions.c.reason).where(suppressions.c.email_key == email_key)).scalar()
+    return str(reason) if reason is not None else None
+
+
+def add_subscriber(
+    engine: Engine, list_name: str, address: str, *, name: str = "", attributes: dict[str, str] | None = None
+) -> str:
+    """Subscribe one address; returns what happened: 'added', 'updated' or 'unchanged'."""
+    try:
+        email, key = normalise_email(address)
+    except InvalidAddress as error:
+        raise MailerError(f"{address}: {error}") from None
+    with engine.begin() as conn:
+        lid = _list_id(conn, list_name)
+        reason = suppression_reason(conn, key)
+        if reason:
+            raise MailerError(f"{email} is suppressed ({reason}) and is never mailed; it was not subscribed")
+        row = conn.execute(sa.select(subscribers).where(subscribers.c.email_key == key)).mappings().first()
+        stamp = now()
+        changed = False
+        if row is None:
+            sid = conn.execute(
+                sa.insert(subscribers)
+                .values(
+                    email=email,
+                    email_key=key,
+                    name=name,
+                    attributes=attributes or {},
+                    created_at=stamp,
+                    updated_at=stamp,
+                )
+                .returning(subscribers.c.id)
+            ).scalar_one()
+        else:
+            sid = row["id"]
+            merged = {**row["attributes"], **(attributes or {})}
+            new_name = name or row["name"]
+            if merged != row["attributes"] or new_name != row["name"]:
+                conn.execute(
+                    sa.update(subscribers)
+                    .where(subscribers.c.id == sid)
+                    .values(name=new_name, attributes=merged, updated_at=stamp)
+                )
+                changed = True
+        status = conn.execute(
+            sa.select(memberships.c.status).where(memberships.c.list_id == lid, memberships.c.subscriber_id == sid)
+        ).scalar()
+        if status is None:
+            conn.execute(
+                sa.insert(memberships).values(list_id=lid, subscriber_id=sid, status=SUBSCRIBED, changed_at=stamp)
+            )
+            return "added"
+        if status != SUBSCRIBED:
+            conn.execute(
+                sa.update(memberships)
+                .where(memberships.c.list_id == lid, memberships.c.subscriber_id == sid)
+                .values(status=SUBSCRIBED, changed_at=stamp)
+            )
+            return "added"
+        return "updated" if changed else "unchanged"
+
+
+def remove_subscriber(engine: Engine, list_name: str, address: str) -> None:
+    """Take an address off one list (an administrator's change, not an unsubscription)."""
+    key = address.strip().lower()
+    with engine.begin() as conn:
+        lid = _list_id(conn, list_name)
+        sid = conn.execute(sa.select(subscribers.c.id).where(subscribers.c.email_key == key)).scalar()
+        deleted = 0
+        if sid is not None:
+            deleted = conn.execute(
+                sa.delete(memberships).where(memberships.c.list_id == lid, memberships.c.subscriber_id == sid)
+            ).rowcount
+        if not deleted:
+            raise MailerError(f"{address.strip()} is not on list '{list_name}'")
+
+
+def unsubscribe(engine: Engine, address: str, *, reason: str = "unsubscribed", note: str = "") -> int:
+    """Suppress an address everywhere; returns how many list memberships it ended."""
+    if reason not in SUPPRESSION_REASONS:
+        raise MailerError(f"reason '{reason}': use one of {', '.join(SUPPRESSION_REASONS)}")
+    try:
+        _, key = normalise_email(address)
+    except InvalidAddress:
+        key = address.strip().lower()
+    stamp = now()
+    with engine.begin() as conn:
+        if suppression_reason(conn, key) is None:
+            conn.execute(sa.insert(suppressions).values(email_key=key, reason=reason, note=note, created_at=stamp))
+        sid = conn.execute(sa.select(subscribers.c.id).where(subscribers.c.email_key == key)).scalar()
+        if sid is None:
+            return 0
+        return int(
+            conn.execute(
+                sa.update(memberships)
+                .where(memberships.c.subscriber_id == sid, memberships.c.status == SUBSCRIBED)
+                .values(status=UNSUBSCRIBED, changed_at=stamp)
+            ).rowcount
+        )
+
+
+def mailable_subscribers(engine: Engine, list_name: str, *, batch: int = 1000) -> Iterator[Subscriber]:
+    """Who a send to this list reaches: subscribed, not suppressed, streamed in batches."""
+    with engine.connect() as conn:
+        lid = _list_id(conn, list_name)
+        query = (
+            sa.select(subscribers.c.id, subscribers.c.email, subscribers.c.name, subscribers.c.attributes)
+            .select_from(subscribers.join(memberships))
+            .where(memberships.c.list_id == lid, memberships.c.status == SUBSCRIBED, ~_suppressed())
+            .order_by(subscribers.c.email_key)
+            .execution_options(yield_per=batch)
+        )
+        for row in conn.execute(query):
+            yield Subscriber(row.id, row.email, row.name, dict(row.attributes))

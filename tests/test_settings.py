@@ -1,0 +1,260 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from mailer.config_report import describe_settings
+from mailer.errors import ConfigError
+from mailer.settings import load_settings
+
+SECRET = "s3cret-Pa55word-that-must-never-show"
+UNSUBSCRIBE_SECRET = "u" * 31 + "-unsubscribe-key"
+
+
+@pytest.fixture(autouse=True)
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty project folder as the working directory, with no MAILER_* variables from the outside."""
+    for name in list(os.environ):
+        if name.upper().startswith("MAILER_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def write_config(toml: str = 'public_url = "https://news.example.org"\n', dotenv: str | None = None) -> None:
+    Path("mailer.toml").write_text(toml, encoding="utf-8")
+    if dotenv is not None:
+        Path(".env").write_text(dotenv, encoding="utf-8")
+
+
+def config_error(**overrides: object) -> str:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(**overrides)
+    return str(caught.value)
+
+
+def test_each_layer_beats_the_ones_below(monkeypatch: pytest.MonkeyPatch) -> None:
+    write_config('public_url = "https://news.example.org"\n')
+    assert load_settings().branding.name == "Newsletter"
+    assert load_settings().smtp_host == "localhost"
+
+    write_config('public_url = "https://news.example.org"\nsmtp_host = "toml.example.org"\n[branding]\nname = "Toml"\n')
+    assert (load_settings().branding.name, load_settings().smtp_host) == ("Toml", "toml.example.org")
+
+    Path(".env").write_text("MAILER_BRANDING__NAME=DotEnv\nMAILER_SMTP_HOST=dotenv.example.org\n")
+    assert (load_settings().branding.name, load_settings().smtp_host) == ("DotEnv", "dotenv.example.org")
+
+    monkeypatch.setenv("MAILER_BRANDING__NAME", "Env")
+    monkeypatch.setenv("MAILER_SMTP_HOST", "env.example.org")
+    assert (load_settings().branding.name, load_settings().smtp_host) == ("Env", "env.example.org")
+
+    settings = load_settings(smtp_host="flag.example.org", branding={"name": "Flag"})
+    assert (settings.branding.name, settings.smtp_host) == ("Flag", "flag.example.org")
+    assert settings.public_url == "https://news.example.org"
+
+
+def test_describe_settings_names_every_value_and_where_it_came_from(monkeypatch: pytest.MonkeyPatch) -> None:
+    write_config(
+        'public_url = "https://news.example.org"\n'
+        'smtp_host = "mail.example.org"\n'
+        'sender = "ICMPD Newsletter <newsletter@icmpd.org>"\n'
+        "[branding]\n"
+        'name = "Toml"\n'
+        'full_name = "From the config file"\n'
+        'address = ["Gonzagagasse 1", "1010 Vienna, Austria"]\n'
+        "[branding.colours]\n"
+        'primary = "#111111"\n'
+        "[[branding.social]]\n"
+        'label = "ICMPD on Twitter"\n'
+        'url = "https://twitter.com/ICMPD"\n'
+        'icon = "https://www.icmpd.org/twitter.png"\n',
+        dotenv="MAILER_BRANDING__NAME=DotEnv\nMAILER_SMTP_USERNAME=newsletter\nMAILER_SMTP_TIMEOUT=12.5\n",
+    )
+    monkeypatch.setenv("MAILER_BRANDING__COLOURS__ACCENT", "#222222")
+    monkeypatch.setenv("MAILER_SMTP_TLS", "tls")
+    monkeypatch.setenv("MAILER_SMTP_PASSWORD", SECRET)
+    monkeypatch.setenv("MAILER_SMTP_TIMEOUT", "5")
+
+    assert describe_settings(reply_to="office@icmpd.org", templates_dir=Path("my-templates")) == [
+        'public_url = "https://news.example.org"  (mailer.toml)',
+        'branding.name = "DotEnv"  (.env)',
+        'branding.full_name = "From the config file"  (mailer.toml)',
+        "branding.website = null  (default)",
+        "branding.logo = null  (default)",
+        'branding.colours.primary = "#111111"  (mailer.toml)',
+        'branding.colours.accent = "#222222"  (environment (MAILER_BRANDING__COLOURS__ACCENT))',
+        'branding.colours.text = "#222222"  (default)',
+        'branding.colours.muted = "#666666"  (default)',
+        'branding.colours.background = "#f2f2f2"  (default)',
+        'branding.colours.content = "#ffffff"  (default)',
+        'branding.font_family = "Arial, Helvetica, sans-serif"  (default)',
+        'branding.address = ["Gonzagagasse 1", "1010 Vienna, Austria"]  (mailer.toml)',
+        'branding.social = [{"label": "ICMPD on Twitter", "url": "https://twitter.com/ICMPD", "icon": "https://www.icmpd.org/twitter.png"}]  (mailer.toml)',
+        'branding.links_heading = "Connect with us"  (default)',
+        'templates_dir = "my-templates"  (flag)',
+        'database_url = "sqlite:///mailer.sqlite3"  (default)',
+        'smtp_host = "mail.example.org"  (mailer.toml)',
+        "smtp_port = 465  (default)",
+        'smtp_tls = "tls"  (environment (MAILER_SMTP_TLS))',
+        'smtp_username = "newsletter"  (.env)',
+        "smtp_password = ********  (environment (MAILER_SMTP_PASSWORD))",
+        "smtp_timeout = 5.0  (environment (MAILER_SMTP_TIMEOUT))",
+        'sender = "ICMPD Newsletter <newsletter@icmpd.org>"  (mailer.toml)',
+        'reply_to = "office@icmpd.org"  (flag)',
+        "unsubscribe_secret = (not set)  (default)",
+        "dkim_key_file = null  (default)",
+        "dkim_selector = null  (default)",
+    ]
+
+
+def test_describe_settings_names_the_variable_holding_a_whole_table_as_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    write_config()
+    monkeypatch.setenv("MAILER_BRANDING", '{"name": "Json", "colours": {"primary": "#333333"}}')
+    lines = describe_settings()
+    assert 'branding.name = "Json"  (environment (MAILER_BRANDING))' in lines
+    assert 'branding.colours.primary = "#333333"  (environment (MAILER_BRANDING))' in lines
+    assert 'branding.colours.accent = "#e69138"  (default)' in lines
+
+
+def test_describe_settings_names_the_config_file_it_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    Path("conf").mkdir()
+    Path("conf/news.toml").write_text('public_url = "https://other.example.org"\n')
+    assert describe_settings(Path("conf/news.toml"))[0] == 'public_url = "https://other.example.org"  (conf/news.toml)'
+
+    monkeypatch.setenv("MAILER_CONFIG", "conf/news.toml")
+    assert describe_settings()[0] == 'public_url = "https://other.example.org"  (conf/news.toml)'
+
+
+@pytest.mark.parametrize("source", ["flag", "environment", ".env", "mailer.toml"])
+def test_secrets_never_show_whatever_their_source(source: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    secrets = {
+        "smtp_password": SECRET,
+        "unsubscribe_secret": UNSUBSCRIBE_SECRET,
+        "database_url": f"postgresql+psycopg://mailer:{SECRET}@db.example.org:5432/mailer",
+    }
+    toml = 'public_url = "https://news.example.org"\n'
+    overrides: dict[str, object] = {}
+    if source == "flag":
+        overrides = dict(secrets)
+    elif source == "environment":
+        for name, value in secrets.items():
+            monkeypatch.setenv(f"MAILER_{name.upper()}", value)
+    elif source == ".env":
+        Path(".env").write_text("".join(f"MAILER_{name.upper()}={value}\n" for name, value in secrets.items()))
+    else:
+        toml += "".join(f'{name} = "{value}"\n' for name, value in secrets.items())
+    write_config(toml)
+
+    lines = describe_settings(**overrides)
+    settings = load_settings(**overrides)
+    assert settings.smtp_password is not None and settings.smtp_password.get_secret_value() == SECRET
+    for shown in ("\n".join(lines), repr(settings), str(settings)):
+        assert SECRET not in shown
+        assert SECRET[:8] not in shown and SECRET[-8:] not in shown
+        assert UNSUBSCRIBE_SECRET[-12:] not in shown
+
+    def where(name: str) -> str:
+        return f"environment (MAILER_{name.upper()})" if source == "environment" else source
+
+    assert f"smtp_password = ********  ({where('smtp_password')})" in lines
+    assert f"unsubscribe_secret = ********  ({where('unsubscribe_secret')})" in lines
+    masked_url = '"postgresql+psycopg://mailer:********@db.example.org:5432/mailer"'
+    assert f"database_url = {masked_url}  ({where('database_url')})" in lines
+    assert "database_url='postgresql+psycopg://mailer:********@db.example.org:5432/mailer'" in repr(settings)
+
+
+def test_a_short_unsubscribe_secret_is_refused_without_echoing_it() -> None:
+    write_config()
+    message = config_error(unsubscribe_secret="too-short-" + SECRET[:20])
+    assert message == (
+        "mailer.toml: unsubscribe_secret: must be at least 32 characters; "
+        "make one with python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
+    )
+    assert load_settings(unsubscribe_secret="x" * 32).unsubscribe_secret is not None
+
+
+def test_clear_text_smtp_is_refused_for_a_remote_host() -> None:
+    write_config('public_url = "https://news.example.org"\nsmtp_host = "mail.example.org"\nsmtp_tls = "none"\n')
+    expected = "mailer.toml: smtp_tls = none sends passwords and mail in clear text; it is allowed only for localhost"
+    assert config_error() == expected
+    with pytest.raises(ConfigError) as caught:
+        describe_settings()
+    assert str(caught.value) == expected
+
+
+@pytest.mark.parametrize("host", ["localhost", "127.0.0.1", "::1"])
+def test_clear_text_smtp_is_allowed_for_localhost(host: str) -> None:
+    write_config()
+    settings = load_settings(smtp_host=host, smtp_tls="none")
+    assert (settings.smtp_tls, settings.smtp_port_effective) == ("none", 25)
+
+
+@pytest.mark.parametrize(("tls", "port"), [("starttls", 587), ("tls", 465), ("none", 25)])
+def test_the_smtp_port_follows_the_tls_mode_unless_set(tls: str, port: int) -> None:
+    write_config(f'public_url = "https://news.example.org"\nsmtp_tls = "{tls}"\n')
+    assert load_settings().smtp_port_effective == port
+    assert f"smtp_port = {port}  (default)" in describe_settings()
+    assert load_settings(smtp_port=2525).smtp_port_effective == 2525
+    assert "smtp_port = 2525  (flag)" in describe_settings(smtp_port=2525)
+
+
+@pytest.mark.parametrize("field", ["sender", "reply_to"])
+def test_header_injection_is_refused(field: str) -> None:
+    write_config(f'public_url = "https://news.example.org"\n{field} = "news@icmpd.org\\r\\nBcc: x@y"\n')
+    assert config_error() == f"mailer.toml: {field}: must not contain line breaks (CR or LF)"
+    write_config()
+    assert config_error(**{field: "ICMPD <news@icmpd.org>\nBcc: x@y"}) == (
+        f"mailer.toml: {field}: must not contain line breaks (CR or LF)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("sender", "message"),
+    [
+        (
+            "not an address",
+            "must be one address like 'Newsletter <news@example.org>' or 'news@example.org', got 'not an address'",
+        ),
+        (
+            "news@icmpd.org, boss@icmpd.org",
+            "must be one address like 'Newsletter <news@example.org>' or 'news@example.org', "
+            "got 'news@icmpd.org, boss@icmpd.org'",
+        ),
+        (
+            "ICMPD <news@icmpd.org> junk",
+            "must be one address like 'Newsletter <news@example.org>' or 'news@example.org', "
+            "got 'ICMPD <news@icmpd.org> junk'",
+        ),
+        (
+            "ICMPD <news@icmpd>",
+            "'news@icmpd' is not a valid email address: The part after the @-sign is not valid. It should have a period.",
+        ),
+        (
+            "ICMPD <news..letter@icmpd.org>",
+            "'news..letter@icmpd.org' is not a valid email address: An email address cannot have two periods in a row.",
+        ),
+    ],
+)
+def test_an_invalid_sender_is_refused(sender: str, message: str) -> None:
+    write_config()
+    assert config_error(sender=sender) == f"mailer.toml: sender: {message}"
+
+
+@pytest.mark.parametrize(
+    "mailbox", ["ICMPD Newsletter <newsletter@icmpd.org>", "newsletter@icmpd.org", '"ICMPD, Vienna" <office@icmpd.org>']
+)
+def test_a_valid_mailbox_is_kept_as_written(mailbox: str) -> None:
+    write_config()
+    settings = load_settings(sender=mailbox, reply_to=mailbox)
+    assert (settings.sender, settings.reply_to) == (mailbox, mailbox)
+
+
+def test_dkim_needs_both_the_key_and_the_selector() -> None:
+    write_config()
+    assert config_error(dkim_selector="news2024") == (
+        "mailer.toml: dkim_key_file and dkim_selector go together; set both or neither"
+    )
+    settings = load_settings(dkim_selector="news2024", dkim_key_file=Path("dkim.pem"))
+    assert (settings.dkim_selector, settings.dkim_key_file) == ("news2024", Path("dkim.pem"))
