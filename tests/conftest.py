@@ -12,6 +12,7 @@ from mailer.load import load_issue
 from mailer.model import Issue
 from mailer.render import RenderedIssue, render_issue
 from mailer.settings import Settings, load_settings
+from tests.smtp_server import SMTPServer
 
 ROOT = Path(__file__).resolve().parents[1]
 ISSUES = ROOT / "issues"
@@ -114,3 +115,29 @@ def engine(database_url: str) -> Iterator[Engine]:
     engine = open_database(database_url)
     yield engine
     engine.dispose()
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[SMTPServer]:
+    with SMTPServer() as server:
+        yield server
+
+
+SECRET = "s" * 40
+
+
+@pytest.fixture
+def send_settings(smtp_server: SMTPServer, database_url: str) -> Settings:
+    """Settings for sending to the test server: plain SMTP on localhost, the test database."""
+    return load_settings(
+        ROOT / "mailer.toml",
+        smtp_host="127.0.0.1",
+        smtp_port=smtp_server.port,
+        smtp_tls="none",
+        sender="ICMPD Newsletter <newsletter@icmpd.org>",
+        unsubscribe_secret=SECRET,
+        database_url=database_url,
+        retry_base_delay=0.05,
+        smtp_pool_size=4,
+        smtp_timeout=5,
+    )

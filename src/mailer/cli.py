@@ -16,6 +16,9 @@ from mailer.errors import ExitStatus, MailerError
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
+    from mailer.send import SendSummary
+    from mailer.settings import Settings
+
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -231,6 +234,126 @@ def unsubscribe(email: str, reason: str, config_file: Path | None) -> None:
 
     ended = suppress(_database(config_file), email, reason=reason)
     click.echo(f"{email.strip()}: suppressed ({reason}); unsubscribed from {ended} list{'s' if ended != 1 else ''}")
+
+
+@cli.command()
+@click.argument("issue_file", required=False, type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--list", "list_name", help="The list to send to.")
+@click.option("--to", "test_address", help="Send one test message to this address (not recorded).")
+@click.option("--dry-run", is_flag=True, help="Write the .eml files it would send to -o DIR; send nothing.")
+@click.option(
+    "-o",
+    "--output",
+    "out_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Folder for --dry-run (default: build/<issue>/eml/).",
+)
+@click.option("--retry-failed", is_flag=True, help="Try again the messages that failed temporarily.")
+@click.option("--include-permanent", is_flag=True, help="With --retry-failed: also those refused permanently (5xx).")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@config_option
+@reports_errors
+def send(
+    issue_file: Path | None,
+    list_name: str | None,
+    test_address: str | None,
+    dry_run: bool,
+    out_dir: Path | None,
+    retry_failed: bool,
+    include_permanent: bool,
+    yes: bool,
+    config_file: Path | None,
+) -> None:
+    """Send an issue to a list, exactly once per subscriber; run it again to resume."""
+    import asyncio
+
+    from mailer import send as sending
+    from mailer.settings import load_settings
+
+    settings = load_settings(config_file)
+    if issue_file is None:
+        issue_file = sending.newest_issue()
+        click.echo(f"issue: {issue_file}")
+        if not yes and not test_address and not dry_run:
+            if not sys.stdin.isatty():
+                raise MailerError("no issue file named; name it, or pass --yes to send the newest one")
+            click.confirm(f"Send {issue_file} to '{list_name}'?", abort=True)
+    if test_address:
+        click.echo(asyncio.run(sending.send_test(settings, issue_file, test_address)))
+        return
+    if not list_name:
+        raise click.UsageError("name the list with --list (or a single address with --to)")
+    engine = _database(config_file)
+    if dry_run:
+        folder = out_dir or Path("build") / issue_file.stem / "eml"
+        count = asyncio.run(sending.dry_run(engine, settings, issue_file, list_name, folder))
+        click.echo(f"dry run: wrote {count} messages to {folder}/; nothing was sent")
+        return
+    summary = asyncio.run(_send_with_progress(engine, settings, issue_file, list_name, retry_failed, include_permanent))
+    click.echo(summary.line())
+    if summary.failed_temporary or summary.failed_permanent or summary.interrupted:
+        sys.exit(ExitStatus.DELIVERY_FAILED)
+
+
+async def _send_with_progress(
+    engine: Engine, settings: Settings, issue_file: Path, list_name: str, retry_failed: bool, include_permanent: bool
+) -> SendSummary:
+    """A progress bar on a terminal, a line every 10 s otherwise; Ctrl-C finishes the messages in flight."""
+    import asyncio
+    import signal
+    import time
+
+    from mailer.send import send_to_list
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    started = last = time.monotonic()
+
+    def progress(sent: int, failed: int) -> None:
+        nonlocal last
+        now = time.monotonic()
+        if now - last >= (0.5 if sys.stderr.isatty() else 10):
+            last = now
+            rate = sent / (now - started) if now > started else 0
+            line = f"sent {sent}, failed {failed}, {rate:.0f}/s"
+            click.echo(f"\r{line}" if sys.stderr.isatty() else line, err=True, nl=not sys.stderr.isatty())
+
+    try:
+        return await send_to_list(
+            engine,
+            settings,
+            issue_file,
+            list_name,
+            retry_failed=retry_failed,
+            include_permanent=include_permanent,
+            progress=progress,
+            stop=stop,
+        )
+    finally:
+        if sys.stderr.isatty():
+            click.echo("", err=True)
+        loop.remove_signal_handler(signal.SIGINT)
+        loop.remove_signal_handler(signal.SIGTERM)
+
+
+@cli.command()
+@click.argument("issue_file", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--list", "list_name", help="Only this list (default: every list the issue went to).")
+@config_option
+@reports_errors
+def status(issue_file: Path, list_name: str | None, config_file: Path | None) -> None:
+    """Show sent / pending / failed for an issue, with every failure and uncertain delivery."""
+    from mailer.ledger import delivery_status, issues_sent_to
+
+    engine = _database(config_file)
+    names = [list_name] if list_name else issues_sent_to(engine, issue_file.stem)
+    if not names:
+        click.echo(f"{issue_file.stem} has not been sent to any list")
+    for name in names:
+        for line in delivery_status(engine, issue_file.stem, name).lines():
+            click.echo(line)
 
 
 def main() -> None:

@@ -60,6 +60,27 @@ suppressions = sa.Table(
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
 )
 
+deliveries = sa.Table(
+    "deliveries",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("issue", sa.String(100), nullable=False),
+    sa.Column("list_id", sa.Integer, sa.ForeignKey("lists.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("subscriber_id", sa.Integer, sa.ForeignKey("subscribers.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("email", sa.String(320), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("permanent", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("uncertain", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("reply", sa.Text, nullable=False, server_default=""),
+    sa.Column("message_id", sa.String(200), nullable=False, server_default=""),
+    sa.Column("claimed_by", sa.String(100), nullable=False, server_default=""),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("sent_at", sa.DateTime(timezone=True), nullable=True),
+    sa.UniqueConstraint("issue", "list_id", "subscriber_id", name="uq_deliveries_recipient"),
+    sa.Index("ix_deliveries_issue_list_status", "issue", "list_id", "status"),
+)
+
 SUBSCRIBED = "subscribed"
 UNSUBSCRIBED = "unsubscribed"
 SUPPRESSION_REASONS = ("unsubscribed", "bounced", "complained", "blocked")

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import email.quoprimime
 import html
-import re
 import itertools
+import re
 import secrets
 import time
 from collections.abc import Callable
@@ -125,7 +125,10 @@ class MessageTemplate:
         self._message_id_prefix = f"{int(time.time())}.{secrets.token_hex(6)}"
         boundary = f"=_mailer_{secrets.token_hex(16)}"
         sender_name, _ = parseaddr(sender)
-        head = [_encoded_header("From", _address_header(sender_name, sender_address)), _encoded_header("Subject", subject)]
+        head = [
+            _encoded_header("From", _address_header(sender_name, sender_address)),
+            _encoded_header("Subject", subject),
+        ]
         if reply_to:
             head.append(_encoded_header("Reply-To", reply_to))
         if list_id:
@@ -136,7 +139,9 @@ class MessageTemplate:
         head.append(b"MIME-Version: 1.0\r\n")
         head.append(f'Content-Type: multipart/alternative; boundary="{boundary}"\r\n\r\n'.encode())
         self._head = b"".join(head)
-        part_head = "--{b}\r\nContent-Type: text/{kind}; charset=\"utf-8\"\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n"
+        part_head = (
+            '--{b}\r\nContent-Type: text/{kind}; charset="utf-8"\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n'
+        )
         self._text = _joiner(_segments(rendered.text), lambda value: value)
         self._html = _joiner(_segments(rendered.email_html), lambda value: html.escape(value, quote=True))
         self._text_head = part_head.format(b=boundary, kind="plain").encode()

@@ -145,6 +145,20 @@ class Settings(BaseSettings):
     smtp_password: SecretStr | None = None
     smtp_timeout: float = Field(30, gt=0, description="Seconds to wait for the SMTP server.")
 
+    smtp_pool_size: int = Field(8, ge=1, le=100, description="Concurrent SMTP connections.")
+    rate_per_second: float = Field(0, ge=0, description="Messages per second at most; 0 for no limit.")
+    rate_per_hour: int = Field(0, ge=0, description="Messages per hour at most (relay quotas); 0 for no limit.")
+    max_attempts: int = Field(
+        5, ge=1, le=50, description="Tries per message for temporary failures (4xx, dropped connections)."
+    )
+    retry_base_delay: float = Field(
+        2.0, gt=0, description="Seconds before the first retry; doubles each time, with jitter."
+    )
+    give_up_after: float = Field(
+        600, gt=0, description="Seconds without any successful connection before the send stops."
+    )
+    unsubscribe_mailto: str | None = Field(None, description="Optional mailto: address added to List-Unsubscribe.")
+
     sender: Mailbox | None = Field(None, description="From: header, e.g. 'ICMPD Newsletter <newsletter@icmpd.org>'.")
     reply_to: Mailbox | None = Field(None, description="Reply-To: header, same form as sender.")
     unsubscribe_secret: Annotated[SecretStr | None, AfterValidator(check_secret_length)] = Field(

@@ -1,0 +1,308 @@
+"""The delivery ledger: which recipient of which issue and list was sent, failed, or is still to go.
+
+A row moves pending -> sending (claimed by one sender) -> sent | failed. A sender that dies
+leaves rows in `sending`; the next run finds them abandoned (on SQLite, any it finds while it
+holds the send lock; on PostgreSQL, those whose claiming connection no longer exists), sends
+them again and marks them `uncertain`: they may have been accepted just before the crash.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Engine
+
+from mailer.database import SUBSCRIBED, deliveries, memberships, now, subscribers, suppressions
+from mailer.errors import MailerError
+from mailer.lists import list_id
+
+PENDING, SENDING, SENT, FAILED, SKIPPED = "pending", "sending", "sent", "failed", "skipped"
+
+
+@dataclass(frozen=True)
+class Claimed:
+    delivery_id: int
+    subscriber_id: int
+    email: str
+    name: str
+    attributes: dict[str, Any]
+    attempts: int
+
+
+@dataclass(frozen=True)
+class Outcome:
+    delivery_id: int
+    sent: bool
+    reply: str
+    attempts: int
+    permanent: bool = False
+    message_id: str = ""
+
+
+@dataclass
+class StatusReport:
+    issue: str
+    list_name: str
+    counts: dict[str, int] = field(default_factory=dict)
+    failures: list[tuple[str, str, bool]] = field(default_factory=list)
+    uncertain: list[str] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        c = self.counts
+        head = (
+            f"{self.issue} to '{self.list_name}': {c.get(SENT, 0)} sent, {c.get(PENDING, 0) + c.get(SENDING, 0)} pending, "
+            f"{c.get(FAILED, 0)} failed, {c.get(SKIPPED, 0)} skipped"
+        )
+        rows = [
+            f"  failed ({'permanent' if permanent else 'temporary'}): {email}: {reply}"
+            for email, reply, permanent in self.failures
+        ]
+        rows += [
+            f"  uncertain: {email} (in flight when a send stopped; may have been delivered twice)"
+            for email in self.uncertain
+        ]
+        return [head, *rows]
+
+
+def _suppressed_or_gone(list_id_value: int) -> sa.ColumnElement[bool]:
+    """The recipient of a delivery row may no longer be mailed: suppressed, or not subscribed to the list."""
+    suppressed = sa.exists().where(suppressions.c.email_key == sa.func.lower(deliveries.c.email))
+    subscribed = sa.exists().where(
+        memberships.c.list_id == list_id_value,
+        memberships.c.subscriber_id == deliveries.c.subscriber_id,
+        memberships.c.status == SUBSCRIBED,
+    )
+    return sa.or_(suppressed, ~subscribed)
+
+
+class Ledger:
+    """One sender's view of the ledger for one issue and list; holds its connection for the whole send."""
+
+    def __init__(self, engine: Engine, issue: str, list_name: str) -> None:
+        self.engine = engine
+        self.issue = issue
+        self.list_name = list_name
+        self.list_id = list_id(engine, list_name)
+        self.postgres = engine.dialect.name == "postgresql"
+        self._lock: IO[bytes] | None = None
+        if not self.postgres:
+            self._lock = self._take_lock()
+        self.conn = engine.connect()
+        if self.postgres:
+            pid = self.conn.execute(sa.text("SELECT pg_backend_pid()")).scalar_one()
+            self.me = f"pg:{pid}"
+        else:
+            self.me = f"pid:{os.getpid()}"
+        self.conn.commit()
+
+    def _take_lock(self) -> IO[bytes]:
+        database = self.engine.url.database or "memory"
+        path = Path(f"{database}.send-{self.issue}-{self.list_name}.lock")
+        handle = path.open("ab")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise MailerError(
+                f"another mailer send of {self.issue} to '{self.list_name}' is running on this database ({path}); "
+                "wait for it to finish (on PostgreSQL several senders share the work)"
+            ) from None
+        return handle
+
+    def _where(self, *conditions: Any) -> Any:
+        return sa.and_(deliveries.c.issue == self.issue, deliveries.c.list_id == self.list_id, *conditions)
+
+    def prepare(self) -> tuple[int, int]:
+        """Add a pending row for everyone mailable who has none; mark those no longer mailable skipped.
+
+        Returns (rows added, rows skipped).
+        """
+        stamp = now()
+        mailable = (
+            sa.select(
+                sa.literal(self.issue),
+                memberships.c.list_id,
+                subscribers.c.id,
+                subscribers.c.email,
+                sa.literal(PENDING),
+                sa.literal(stamp, sa.DateTime(timezone=True)),
+            )
+            .select_from(memberships.join(subscribers))
+            .where(
+                memberships.c.list_id == self.list_id,
+                memberships.c.status == SUBSCRIBED,
+                ~sa.exists().where(suppressions.c.email_key == subscribers.c.email_key),
+            )
+        )
+        dialect = postgresql if self.postgres else sqlite
+        insert = (
+            dialect.insert(deliveries)
+            .from_select(["issue", "list_id", "subscriber_id", "email", "status", "updated_at"], mailable)
+            .on_conflict_do_nothing(index_elements=["issue", "list_id", "subscriber_id"])
+        )
+        added = self.conn.execute(insert).rowcount
+        skipped = self.conn.execute(
+            sa.update(deliveries)
+            .where(self._where(deliveries.c.status.in_([PENDING, FAILED]), _suppressed_or_gone(self.list_id)))
+            .values(status=SKIPPED, reply="unsubscribed or suppressed", updated_at=stamp)
+        ).rowcount
+        self.conn.commit()
+        return added, skipped
+
+    def recover(self) -> int:
+        """Rows a dead sender left in `sending`: back to pending, marked uncertain."""
+        condition = deliveries.c.status == SENDING
+        if self.postgres:
+            alive = sa.select(sa.literal("pg:") + sa.cast(sa.column("pid"), sa.String)).select_from(
+                sa.table("pg_stat_activity")
+            )
+            condition = sa.and_(condition, deliveries.c.claimed_by.not_in(alive))
+        count = self.conn.execute(
+            sa.update(deliveries).where(self._where(condition)).values(status=PENDING, uncertain=True, claimed_by="")
+        ).rowcount
+        self.conn.commit()
+        return int(count)
+
+    def reset_failed(self, *, include_permanent: bool = False) -> int:
+        condition = deliveries.c.status == FAILED
+        if not include_permanent:
+            condition = sa.and_(condition, deliveries.c.permanent == sa.false())
+        count = self.conn.execute(
+            sa.update(deliveries).where(self._where(condition)).values(status=PENDING, permanent=False)
+        ).rowcount
+        self.conn.commit()
+        return int(count)
+
+    def claim(self, size: int) -> list[Claimed]:
+        """Take up to `size` pending rows for this sender; concurrent PostgreSQL senders skip each other's."""
+        ids = (
+            sa.select(deliveries.c.id)
+            .where(self._where(deliveries.c.status == PENDING))
+            .order_by(deliveries.c.id)
+            .limit(size)
+            .with_for_update(skip_locked=True)
+            .scalar_subquery()
+        )
+        claimed = self.conn.execute(
+            sa.update(deliveries)
+            .where(deliveries.c.id.in_(ids))
+            .values(status=SENDING, claimed_by=self.me, updated_at=now())
+            .returning(deliveries.c.id, deliveries.c.subscriber_id, deliveries.c.email, deliveries.c.attempts)
+        ).all()
+        people = {}
+        if claimed:
+            query = sa.select(subscribers.c.id, subscribers.c.name, subscribers.c.attributes).where(
+                subscribers.c.id.in_([row.subscriber_id for row in claimed])
+            )
+            people = {row.id: (row.name, row.attributes) for row in self.conn.execute(query)}
+        self.conn.commit()
+        return [
+            Claimed(
+                row.id, row.subscriber_id, row.email, *people.get(row.subscriber_id, ("", {})), attempts=row.attempts
+            )
+            for row in sorted(claimed, key=lambda r: r.id)
+        ]
+
+    def record(self, outcomes: list[Outcome]) -> None:
+        if not outcomes:
+            return
+        stamp = now()
+        sent = [
+            {"did": o.delivery_id, "reply_": o.reply, "attempts_": o.attempts, "mid": o.message_id, "stamp": stamp}
+            for o in outcomes
+            if o.sent
+        ]
+        failed = [
+            {"did": o.delivery_id, "reply_": o.reply, "attempts_": o.attempts, "perm": o.permanent, "stamp": stamp}
+            for o in outcomes
+            if not o.sent
+        ]
+        row = deliveries.c.id == sa.bindparam("did")
+        if sent:
+            self.conn.execute(
+                sa.update(deliveries)
+                .where(row)
+                .values(
+                    status=SENT,
+                    reply=sa.bindparam("reply_"),
+                    attempts=sa.bindparam("attempts_"),
+                    message_id=sa.bindparam("mid"),
+                    sent_at=sa.bindparam("stamp"),
+                    updated_at=sa.bindparam("stamp"),
+                ),
+                sent,
+            )
+        if failed:
+            self.conn.execute(
+                sa.update(deliveries)
+                .where(row)
+                .values(
+                    status=FAILED,
+                    reply=sa.bindparam("reply_"),
+                    attempts=sa.bindparam("attempts_"),
+                    permanent=sa.bindparam("perm"),
+                    updated_at=sa.bindparam("stamp"),
+                ),
+                failed,
+            )
+        self.conn.commit()
+
+    def release(self, delivery_ids: list[int]) -> None:
+        """Give claimed rows that were never attempted back (an interrupted send)."""
+        if delivery_ids:
+            self.conn.execute(
+                sa.update(deliveries).where(deliveries.c.id.in_(delivery_ids)).values(status=PENDING, claimed_by="")
+            )
+            self.conn.commit()
+
+    def close(self) -> None:
+        self.conn.close()
+        if self._lock is not None:
+            self._lock.close()
+
+
+def delivery_status(engine: Engine, issue: str, list_name: str) -> StatusReport:
+    lid = list_id(engine, list_name)
+    report = StatusReport(issue, list_name)
+    where = sa.and_(deliveries.c.issue == issue, deliveries.c.list_id == lid)
+    with engine.connect() as conn:
+        for status, count in conn.execute(
+            sa.select(deliveries.c.status, sa.func.count()).where(where).group_by(deliveries.c.status)
+        ):
+            report.counts[status] = count
+        report.failures = [
+            (row.email, row.reply, bool(row.permanent))
+            for row in conn.execute(
+                sa.select(deliveries.c.email, deliveries.c.reply, deliveries.c.permanent)
+                .where(where, deliveries.c.status == FAILED)
+                .order_by(deliveries.c.email)
+            )
+        ]
+        report.uncertain = list(
+            conn.execute(
+                sa.select(deliveries.c.email)
+                .where(where, deliveries.c.uncertain == sa.true())
+                .order_by(deliveries.c.email)
+            ).scalars()
+        )
+    return report
+
+
+def issues_sent_to(engine: Engine, issue: str) -> list[str]:
+    """The lists an issue has ledger rows for, for `mailer status` without --list."""
+    from mailer.database import lists
+
+    with engine.connect() as conn:
+        return list(
+            conn.execute(
+                sa.select(lists.c.name)
+                .where(sa.exists().where(deliveries.c.list_id == lists.c.id, deliveries.c.issue == issue))
+                .order_by(lists.c.name)
+            ).scalars()
+        )

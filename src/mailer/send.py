@@ -1,0 +1,349 @@
+"""Sending an issue to a list: render first, then a fixed pool of workers drains the ledger.
+
+Everything that does not depend on the recipient (validation, rendering, the MIME template)
+happens before the first connection, so a template or data error mails nobody. Workers pull
+recipients from a bounded queue fed in small claimed batches, so memory stays flat whatever
+the list size; outcomes are written to the ledger in batches every fraction of a second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy.engine import Engine
+
+from mailer.build import slug_of
+from mailer.errors import ConfigError, ExitStatus, MailerError
+from mailer.ledger import Claimed, Ledger, Outcome
+from mailer.lists import list_id, mailable_subscribers
+from mailer.load import load_issue
+from mailer.message import MessageTemplate, Recipient
+from mailer.render import render_issue
+from mailer.settings import Settings
+from mailer.smtp import DeliveryError, FileTransport, SMTPConnection, SMTPSetupError, Transport
+from mailer.unsubscribe import make_token, unsubscribe_url
+
+FLUSH_SECONDS = 0.2
+Progress = Callable[[int, int], None]
+"""Called with (messages sent, messages failed) so far."""
+
+
+class SendIncomplete(MailerError):
+    """Some messages failed or the send stopped early; the ledger knows which."""
+
+    exit_status = ExitStatus.DELIVERY_FAILED
+
+
+@dataclass
+class SendSummary:
+    issue: str
+    list_name: str
+    sent: int = 0
+    failed_temporary: int = 0
+    failed_permanent: int = 0
+    skipped: int = 0
+    uncertain: int = 0
+    interrupted: bool = False
+    seconds: float = 0.0
+
+    def line(self) -> str:
+        rate = self.sent / self.seconds if self.seconds else 0.0
+        text = (
+            f"{self.issue} to '{self.list_name}': {self.sent} sent, "
+            f"{self.failed_temporary + self.failed_permanent} failed "
+            f"({self.failed_permanent} permanent), {self.skipped} skipped (unsubscribed or suppressed) "
+            f"in {self.seconds:.1f} s ({rate:.0f}/s)"
+        )
+        if self.uncertain:
+            text += f"; {self.uncertain} resent after an interrupted send (see mailer status)"
+        if self.interrupted:
+            text += "; interrupted: run the same command again to send the rest"
+        return text
+
+
+class RateLimiter:
+    """Token buckets shared by the whole pool: per second and per hour (0 = no limit)."""
+
+    def __init__(self, per_second: float, per_hour: int) -> None:
+        self._buckets = [
+            (rate, capacity)
+            for rate, capacity in ((per_second, max(1.0, per_second)), (per_hour / 3600, per_hour))
+            if rate > 0
+        ]
+        self._tokens = [capacity for _, capacity in self._buckets]
+        self._stamp = time.monotonic()
+        self._lock = asyncio.Lock()
+
+    async def acquire(self) -> None:
+        if not self._buckets:
+            return
+        async with self._lock:
+            while True:
+                now = time.monotonic()
+                elapsed, self._stamp = now - self._stamp, now
+                self._tokens = [
+                    min(capacity, tokens + rate * elapsed)
+                    for (rate, capacity), tokens in zip(self._buckets, self._tokens, strict=True)
+                ]
+                if all(tokens >= 1 for tokens in self._tokens):
+                    self._tokens = [tokens - 1 for tokens in self._tokens]
+                    return
+                wait = max(
+                    (1 - tokens) / rate
+                    for (rate, _), tokens in zip(self._buckets, self._tokens, strict=True)
+                    if tokens < 1
+                )
+                await asyncio.sleep(wait)
+
+
+def _sender(settings: Settings) -> str:
+    if not settings.sender:
+        raise ConfigError(
+            "sender is not set; set it in mailer.toml or MAILER_SENDER, e.g. 'Newsletter <news@example.org>'"
+        )
+    return settings.sender
+
+
+def build_template(issue_path: Path, settings: Settings, *, list_name: str | None) -> tuple[str, MessageTemplate]:
+    """Validate and render the issue and build its message template: all before any connection."""
+    issue = load_issue(issue_path)
+    slug = slug_of(issue_path)
+    rendered = render_issue(issue, slug, settings)
+    domain = settings.archive_url.split("//", 1)[-1].split("/", 1)[0]
+    template = MessageTemplate(
+        rendered,
+        subject=issue.email_subject,
+        sender=_sender(settings),
+        reply_to=settings.reply_to,
+        list_id=f"{list_name} <{list_name}.{domain}>" if list_name else None,
+        unsubscribe_mailto=settings.unsubscribe_mailto,
+    )
+    return slug, template
+
+
+def _secret(settings: Settings) -> str:
+    if settings.unsubscribe_secret is None:
+        raise ConfigError(
+            "unsubscribe_secret is not set; set MAILER_UNSUBSCRIBE_SECRET to 32+ random characters "
+            "(python3 -c 'import secrets; print(secrets.token_urlsafe(32))')"
+        )
+    return settings.unsubscribe_secret.get_secret_value()
+
+
+@dataclass
+class _Run:
+    settings: Settings
+    template: MessageTemplate
+    ledger: Ledger
+    sender_address: str
+    secret: str
+    limiter: RateLimiter
+    stop: asyncio.Event
+    summary: SendSummary
+    progress: Progress | None
+    outcomes: list[Outcome]
+    released: list[int]
+    fatal: BaseException | None = None
+    pause_until: float = 0.0
+    last_contact: float = 0.0
+
+    def recipient(self, claimed: Claimed) -> Recipient:
+        token = make_token(self.secret, claimed.subscriber_id, self.ledger.list_id)
+        return Recipient(
+            claimed.email, claimed.name, unsubscribe_url(self.settings.archive_url, token), claimed.attributes
+        )
+
+    def backoff(self, attempts: int) -> float:
+        base = self.settings.retry_base_delay * 2 ** (attempts - 1)
+        return float(min(300.0, base * (0.5 + random.random())))
+
+    async def deliver(self, transport: Transport, claimed: Claimed) -> Outcome | None:
+        """Send one message with retries; None when the send stopped before it could be tried."""
+        message_id = self.template.new_message_id()
+        data = self.template.build(self.recipient(claimed), message_id=message_id, date=dt.datetime.now(dt.UTC))
+        attempts = claimed.attempts
+        tries = 0
+        while True:
+            wait = self.pause_until - time.monotonic()
+            if wait > 0:
+                await _sleep_unless(self.stop, wait)
+            if self.stop.is_set():
+                return None
+            await self.limiter.acquire()
+            attempts += 1
+            tries += 1
+            try:
+                reply = await transport.send(self.sender_address, claimed.email, data)
+            except DeliveryError as error:
+                if error.connection_lost:
+                    if time.monotonic() - self.last_contact > self.settings.give_up_after:
+                        raise SMTPSetupError(
+                            f"no contact with the SMTP server for {self.settings.give_up_after:.0f} s ({error.reply}); "
+                            "the ledger keeps what is left: run the same command again later"
+                        ) from None
+                    self.pause_until = max(self.pause_until, time.monotonic() + self.backoff(min(tries, 6)))
+                if error.permanent or tries >= self.settings.max_attempts:
+                    return Outcome(claimed.delivery_id, False, error.reply, attempts, permanent=error.permanent)
+                if not error.connection_lost:
+                    await _sleep_unless(self.stop, self.backoff(tries))
+                continue
+            self.last_contact = time.monotonic()
+            return Outcome(claimed.delivery_id, True, reply, attempts, message_id=message_id)
+
+    def count(self, outcome: Outcome) -> None:
+        self.outcomes.append(outcome)
+        if outcome.sent:
+            self.summary.sent += 1
+        elif outcome.permanent:
+            self.summary.failed_permanent += 1
+        else:
+            self.summary.failed_temporary += 1
+        if self.progress:
+            self.progress(self.summary.sent, self.summary.failed_temporary + self.summary.failed_permanent)
+
+
+async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+
+
+async def _worker(run: _Run, queue: asyncio.Queue[Claimed | None], transport: Transport) -> None:
+    try:
+        while (claimed := await queue.get()) is not None:
+            if run.stop.is_set():
+                run.released.append(claimed.delivery_id)
+                continue
+            try:
+                outcome = await run.deliver(transport, claimed)
+            except SMTPSetupError as error:
+                run.fatal = error
+                run.stop.set()
+                run.released.append(claimed.delivery_id)
+                continue
+            if outcome is None:
+                run.released.append(claimed.delivery_id)
+            else:
+                run.count(outcome)
+    finally:
+        await transport.close()
+
+
+async def _feed(run: _Run, queue: asyncio.Queue[Claimed | None], workers: int) -> None:
+    batch = max(1, workers * 2)
+    try:
+        while not run.stop.is_set():
+            claimed = await asyncio.to_thread(run.ledger.claim, batch)
+            if not claimed:
+                break
+            for item in claimed:
+                await queue.put(item)
+    finally:
+        for _ in range(workers):
+            await queue.put(None)
+
+
+async def _flush(run: _Run, done: asyncio.Event) -> None:
+    while not done.is_set():
+        await _sleep_unless(done, FLUSH_SECONDS)
+        batch, run.outcomes[:] = list(run.outcomes), []
+        await asyncio.to_thread(run.ledger.record, batch)
+
+
+async def send_to_list(
+    engine: Engine,
+    settings: Settings,
+    issue_path: Path,
+    list_name: str,
+    *,
+    transport_factory: Callable[[], Transport] | None = None,
+    retry_failed: bool = False,
+    include_permanent: bool = False,
+    progress: Progress | None = None,
+    stop: asyncio.Event | None = None,
+) -> SendSummary:
+    """Send what the ledger says is not yet sent; returns the summary, raises SMTPSetupError if the relay is unusable."""
+    slug, template = build_template(issue_path, settings, list_name=list_name)
+    secret = _secret(settings)
+    summary = SendSummary(slug, list_name)
+    started = time.monotonic()
+    ledger = await asyncio.to_thread(Ledger, engine, slug, list_name)
+    try:
+        _, summary.skipped = await asyncio.to_thread(ledger.prepare)
+        summary.uncertain = await asyncio.to_thread(ledger.recover)
+        if retry_failed:
+            await asyncio.to_thread(ledger.reset_failed, include_permanent=include_permanent)
+        run = _Run(
+            settings=settings,
+            template=template,
+            ledger=ledger,
+            sender_address=template.sender_address,
+            secret=secret,
+            limiter=RateLimiter(settings.rate_per_second, settings.rate_per_hour),
+            stop=stop or asyncio.Event(),
+            summary=summary,
+            progress=progress,
+            outcomes=[],
+            released=[],
+            last_contact=time.monotonic(),
+        )
+        factory = transport_factory or (lambda: SMTPConnection(settings))
+        workers = settings.smtp_pool_size
+        queue: asyncio.Queue[Claimed | None] = asyncio.Queue(maxsize=workers * 2)
+        done = asyncio.Event()
+        flusher = asyncio.create_task(_flush(run, done))
+        try:
+            await asyncio.gather(_feed(run, queue, workers), *(_worker(run, queue, factory()) for _ in range(workers)))
+        finally:
+            done.set()
+            await flusher
+            await asyncio.to_thread(ledger.record, run.outcomes)
+            await asyncio.to_thread(ledger.release, run.released)
+        summary.interrupted = run.stop.is_set()
+        if run.fatal is not None:
+            raise run.fatal
+    finally:
+        summary.seconds = time.monotonic() - started
+        await asyncio.to_thread(ledger.close)
+    return summary
+
+
+async def send_test(settings: Settings, issue_path: Path, address: str) -> str:
+    """One message to one address, outside the ledger: for proofreading in a real mail client."""
+    _, template = build_template(issue_path, settings, list_name=None)
+    recipient = Recipient(address, "", f"{settings.archive_url.rstrip('/')}/unsubscribe/test")
+    data = template.build(recipient, message_id=template.new_message_id(), date=dt.datetime.now(dt.UTC))
+    connection = SMTPConnection(settings)
+    try:
+        return await connection.send(template.sender_address, address, data)
+    except DeliveryError as error:
+        raise MailerError(f"{address}: not sent: {error.reply}") from None
+    finally:
+        await connection.close()
+
+
+async def dry_run(engine: Engine, settings: Settings, issue_path: Path, list_name: str, out_dir: Path) -> int:
+    """Write the .eml file each subscriber would get; send nothing, record nothing."""
+    slug, template = build_template(issue_path, settings, list_name=list_name)
+    secret = _secret(settings)
+    lid = list_id(engine, list_name)
+    transport = FileTransport(out_dir)
+    for subscriber in mailable_subscribers(engine, list_name):
+        token = make_token(secret, subscriber.id, lid)
+        recipient = Recipient(subscriber.email, subscriber.name, unsubscribe_url(settings.archive_url, token))
+        data = template.build(recipient, message_id=template.new_message_id(), date=dt.datetime.now(dt.UTC))
+        await transport.send(template.sender_address, subscriber.email, data)
+    return transport.count
+
+
+def newest_issue(folder: Path = Path("issues")) -> Path:
+    files = sorted(folder.glob("*.yaml"))
+    if not files:
+        raise MailerError(f"{folder}: no issue files; name one: mailer send issues/2016-02.yaml --list staff")
+    return files[-1]

@@ -1,0 +1,89 @@
+"""A real SMTP server on 127.0.0.1 (aiosmtpd) that records what it receives and fails on request.
+
+Failures are injected on the server side, by recipient address:
+  temp-N@...   answers 451 to the first N deliveries, then accepts
+  perm@...     answers 550
+  drop@...     drops the connection in the middle of DATA, once
+  bye@...      answers 421 and closes the connection, once
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import socket
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP as SMTPServerProtocol
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Received:
+    recipients: list[str]
+    data: bytes
+    at: float
+
+
+@dataclass
+class Recorder:
+    messages: list[Received] = field(default_factory=list)
+    attempts: Counter[str] = field(default_factory=Counter)
+    delay: float = 0.0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: list[str]) -> str:
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: SMTPServerProtocol, session: Any, envelope: Any) -> str:
+        [rcpt] = envelope.rcpt_tos
+        with self.lock:
+            self.attempts[rcpt] += 1
+            attempt = self.attempts[rcpt]
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        local = rcpt.split("@")[0]
+        if match := re.match(r"temp-(\d+)", local):
+            if attempt <= int(match.group(1)):
+                return "451 4.3.0 try again later"
+        if local.startswith("perm"):
+            return "550 5.1.1 no such user"
+        if local.startswith("drop") and attempt == 1:
+            server.transport.close()
+            return "451 gone"
+        if local.startswith("bye") and attempt == 1:
+            server.transport.write(b"421 4.3.2 shutting down\r\n")
+            server.transport.close()
+            return "421 closing"
+        with self.lock:
+            self.messages.append(Received(list(envelope.rcpt_tos), envelope.original_content, time.monotonic()))
+        return "250 2.0.0 queued"
+
+    def delivered(self) -> Counter[str]:
+        with self.lock:
+            return Counter(r for m in self.messages for r in m.recipients)
+
+
+class SMTPServer:
+    def __init__(self) -> None:
+        self.recorder = Recorder()
+        self.port = free_port()
+        self.controller = Controller(self.recorder, hostname="127.0.0.1", port=self.port, decode_data=False)
+
+    def __enter__(self) -> SMTPServer:
+        self.controller.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.controller.stop()

@@ -1,0 +1,157 @@
+"""Sending to a real SMTP server on 127.0.0.1 with the real ledger (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import re
+from email import policy
+from email.message import EmailMessage
+from pathlib import Path
+
+import pytest
+from sqlalchemy.engine import Engine
+
+from mailer.database import open_database
+from mailer.errors import MailerError
+from mailer.ledger import delivery_status
+from mailer.lists import add_subscriber, create_list, unsubscribe
+from mailer.send import send_to_list
+from mailer.settings import Settings
+from mailer.unsubscribe import read_token
+from tests.conftest import ISSUES, MINIMAL, SECRET
+from tests.smtp_server import SMTPServer
+
+ISSUE = ISSUES / "2016-02.yaml"
+
+
+def parse(data: bytes) -> EmailMessage:
+    message = email.message_from_bytes(data, policy=policy.default)
+    assert isinstance(message, EmailMessage)
+    return message
+
+
+@pytest.fixture
+def staff(send_settings: Settings) -> Engine:
+    engine = open_database(send_settings.database_url)
+    create_list(engine, "staff", "All staff")
+    for i, name in enumerate(["Ana Alves", "Bob", "Çelik Ünal", "Dora", "Eve"]):
+        add_subscriber(engine, "staff", f"person{i}@example.org", name=name)
+    return engine
+
+
+def send(engine: Engine, settings: Settings, issue: Path = ISSUE, **options: object):  # type: ignore[no-untyped-def]
+    return asyncio.run(send_to_list(engine, settings, issue, "staff", **options))  # type: ignore[arg-type]
+
+
+def test_each_recipient_gets_one_personal_standards_compliant_message(staff: Engine, send_settings: Settings, smtp_server: SMTPServer) -> None:
+    summary = send(staff, send_settings)
+    assert (summary.sent, summary.failed_permanent, summary.failed_temporary) == (5, 0, 0)
+    received = smtp_server.recorder.messages
+    assert sorted(r for m in received for r in m.recipients) == [f"person{i}@example.org" for i in range(5)]
+    message_ids = set()
+    for item in received:
+        [recipient] = item.recipients
+        raw = item.data
+        assert b"\n" not in raw.replace(b"\r\n", b"")
+        body = raw.split(b"\r\n\r\n", 1)[1]
+        assert max(len(line) for line in body.split(b"\r\n")) <= 76
+        message = parse(raw)
+        assert message["To"].addresses[0].addr_spec == recipient
+        assert message["From"] == "ICMPD Newsletter <newsletter@icmpd.org>"
+        assert message["Subject"] == "February 2016 Monthly Update"
+        assert re.search(r"[+-]\d{4}$", message["Date"])
+        assert message["Message-ID"].endswith("@icmpd.org>")
+        message_ids.add(message["Message-ID"])
+        assert message["List-Id"] == "staff <staff.newsletter.icmpd.org>"
+        assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+        unsubscribe = re.fullmatch(r"<(https://newsletter\.icmpd\.org/unsubscribe/([^>]+))>", message["List-Unsubscribe"])
+        assert unsubscribe
+        subscriber_id, _ = read_token(SECRET, unsubscribe.group(2))
+        assert message.get_content_type() == "multipart/alternative"
+        text, html = message.iter_parts()
+        assert (text.get_content_type(), html.get_content_type()) == ("text/plain", "text/html")
+        for part in (text, html):
+            assert part["Content-Transfer-Encoding"] == "quoted-printable" and part.get_content_charset() == "utf-8"
+        assert f"This email was sent to {recipient}." in text.get_content()
+        assert f"Unsubscribe: {unsubscribe.group(1)}" in text.get_content()
+        assert f'href="{unsubscribe.group(1)}"' in html.get_content()
+        assert "{{" not in text.get_content() + html.get_content()
+    assert len(message_ids) == 5
+    assert delivery_status(staff, "2016-02", "staff").lines() == ["2016-02 to 'staff': 5 sent, 0 pending, 0 failed, 0 skipped"]
+
+
+def test_names_cannot_inject_headers(send_settings: Settings, smtp_server: SMTPServer) -> None:
+    engine = open_database(send_settings.database_url)
+    create_list(engine, "staff")
+    add_subscriber(engine, "staff", "ana@example.org", name="Ana\r\nBcc: victim@example.org")
+    send(engine, send_settings)
+    [item] = smtp_server.recorder.messages
+    message = parse(item.data)
+    assert message["Bcc"] is None and item.recipients == ["ana@example.org"]
+    assert message["To"] == '"Ana Bcc: victim@example.org" <ana@example.org>'
+
+
+def test_sending_again_sends_nothing_and_suppressed_are_skipped(staff: Engine, send_settings: Settings, smtp_server: SMTPServer) -> None:
+    unsubscribe(staff, "person4@example.org")
+    first = send(staff, send_settings)
+    assert (first.sent, first.skipped) == (4, 0)
+    again = send(staff, send_settings)
+    assert again.sent == 0
+    assert len(smtp_server.recorder.messages) == 4
+    add_subscriber(staff, "staff", "late@example.org")
+    unsubscribe(staff, "person3@example.org")
+    assert send(staff, send_settings).sent == 1
+    assert smtp_server.recorder.delivered()["late@example.org"] == 1
+
+
+def test_temporary_failures_are_retried_and_permanent_ones_recorded_once(send_settings: Settings, smtp_server: SMTPServer) -> None:
+    engine = open_database(send_settings.database_url)
+    create_list(engine, "staff")
+    for address in ["ok@example.org", "temp-2@example.org", "perm@example.org", "drop@example.org", "bye@example.org", "temp-6@example.org"]:
+        add_subscriber(engine, "staff", address)
+    summary = send(engine, send_settings.model_copy(update={"max_attempts": 4}))
+    delivered = smtp_server.recorder.delivered()
+    assert delivered == {"ok@example.org": 1, "temp-2@example.org": 1, "drop@example.org": 1, "bye@example.org": 1}
+    attempts = smtp_server.recorder.attempts
+    assert attempts["perm@example.org"] == 1 and attempts["temp-2@example.org"] == 3 and attempts["temp-6@example.org"] == 4
+    assert (summary.sent, summary.failed_permanent, summary.failed_temporary) == (4, 1, 1)
+    assert delivery_status(engine, "2016-02", "staff").lines() == [
+        "2016-02 to 'staff': 4 sent, 0 pending, 2 failed, 0 skipped",
+        "  failed (permanent): perm@example.org: 550 5.1.1 no such user",
+        "  failed (temporary): temp-6@example.org: 451 4.3.0 try again later",
+    ]
+    retried = send(engine, send_settings, retry_failed=True)
+    assert (retried.sent, retried.failed_permanent) == (1, 0)
+    assert smtp_server.recorder.attempts["perm@example.org"] == 1
+    assert smtp_server.recorder.delivered()["temp-6@example.org"] == 1
+    assert smtp_server.recorder.attempts["temp-6@example.org"] == 7
+
+
+def test_a_broken_issue_mails_nobody(staff: Engine, send_settings: Settings, smtp_server: SMTPServer, tmp_path: Path) -> None:
+    broken = tmp_path / "2016-03.yaml"
+    broken.write_text(MINIMAL.replace("title: A story", "titel: A story"))
+    with pytest.raises(MailerError):
+        send(staff, send_settings, issue=broken)
+    assert smtp_server.recorder.attempts == {}
+
+
+def test_rate_limit_is_respected(staff: Engine, send_settings: Settings, smtp_server: SMTPServer) -> None:
+    send(staff, send_settings.model_copy(update={"rate_per_second": 4.0}))
+    times = sorted(m.at for m in smtp_server.recorder.messages)
+    # a bucket of 4 tokens at 4/s: no 1-second window may hold more than 4 + 4 messages
+    assert all(sum(1 for t in times if start <= t < start + 1) <= 8 for start in times)
+    assert times[-1] - times[0] >= 0.2
+
+
+def test_sqlite_refuses_a_second_sender_for_the_same_issue_and_list(staff: Engine, send_settings: Settings) -> None:
+    if staff.dialect.name != "sqlite":
+        pytest.skip("PostgreSQL senders share the work instead; see test_two_postgres_senders_share_the_work")
+    from mailer.ledger import Ledger
+
+    first = Ledger(staff, "2016-02", "staff")
+    try:
+        with pytest.raises(MailerError, match=r"another mailer send of 2016-02 to 'staff' is running"):
+            Ledger(staff, "2016-02", "staff")
+    finally:
+        first.close()
