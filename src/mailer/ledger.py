@@ -9,10 +9,13 @@ them again and marks them `uncertain`: they may have been accepted just before t
 from __future__ import annotations
 
 import fcntl
+import functools
 import os
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -22,6 +25,7 @@ from mailer.database import SUBSCRIBED, deliveries, memberships, now, subscriber
 from mailer.errors import MailerError
 from mailer.lists import list_id
 
+T = TypeVar("T")
 PENDING, SENDING, SENT, FAILED, SKIPPED = "pending", "sending", "sent", "failed", "skipped"
 
 
@@ -81,6 +85,17 @@ def _suppressed_or_gone(list_id_value: int) -> sa.ColumnElement[bool]:
     return sa.or_(suppressed, ~subscribed)
 
 
+def _serialised(method: Callable[..., T]) -> Callable[..., T]:
+    """The ledger's one connection is used from worker threads; one operation at a time."""
+
+    @functools.wraps(method)
+    def wrapper(self: Ledger, *args: Any, **kwargs: Any) -> T:
+        with self._guard:
+            return method(self, *args, **kwargs)
+
+    return wrapper
+
+
 class Ledger:
     """One sender's view of the ledger for one issue and list; holds its connection for the whole send."""
 
@@ -90,6 +105,7 @@ class Ledger:
         self.list_name = list_name
         self.list_id = list_id(engine, list_name)
         self.postgres = engine.dialect.name == "postgresql"
+        self._guard = threading.Lock()
         self._lock: IO[bytes] | None = None
         if not self.postgres:
             self._lock = self._take_lock()
@@ -118,6 +134,7 @@ class Ledger:
     def _where(self, *conditions: Any) -> Any:
         return sa.and_(deliveries.c.issue == self.issue, deliveries.c.list_id == self.list_id, *conditions)
 
+    @_serialised
     def prepare(self) -> tuple[int, int]:
         """Add a pending row for everyone mailable who has none; mark those no longer mailable skipped.
 
@@ -155,6 +172,7 @@ class Ledger:
         self.conn.commit()
         return added, skipped
 
+    @_serialised
     def recover(self) -> int:
         """Rows a dead sender left in `sending`: back to pending, marked uncertain."""
         condition = deliveries.c.status == SENDING
@@ -169,6 +187,7 @@ class Ledger:
         self.conn.commit()
         return int(count)
 
+    @_serialised
     def reset_failed(self, *, include_permanent: bool = False) -> int:
         condition = deliveries.c.status == FAILED
         if not include_permanent:
@@ -179,6 +198,7 @@ class Ledger:
         self.conn.commit()
         return int(count)
 
+    @_serialised
     def claim(self, size: int) -> list[Claimed]:
         """Take up to `size` pending rows for this sender; concurrent PostgreSQL senders skip each other's."""
         ids = (
@@ -209,6 +229,7 @@ class Ledger:
             for row in sorted(claimed, key=lambda r: r.id)
         ]
 
+    @_serialised
     def record(self, outcomes: list[Outcome]) -> None:
         if not outcomes:
             return
@@ -253,6 +274,7 @@ class Ledger:
             )
         self.conn.commit()
 
+    @_serialised
     def release(self, delivery_ids: list[int]) -> None:
         """Give claimed rows that were never attempted back (an interrupted send)."""
         if delivery_ids:
@@ -261,6 +283,7 @@ class Ledger:
             )
             self.conn.commit()
 
+    @_serialised
     def close(self) -> None:
         self.conn.close()
         if self._lock is not None:

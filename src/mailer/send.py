@@ -30,7 +30,7 @@ from mailer.settings import Settings
 from mailer.smtp import DeliveryError, FileTransport, SMTPConnection, SMTPSetupError, Transport
 from mailer.unsubscribe import make_token, unsubscribe_url
 
-FLUSH_SECONDS = 0.2
+FLUSH_SECONDS = 0.05
 Progress = Callable[[int, int], None]
 """Called with (messages sent, messages failed) so far."""
 
@@ -217,33 +217,41 @@ async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
 async def _worker(run: _Run, queue: asyncio.Queue[Claimed | None], transport: Transport) -> None:
     try:
         while (claimed := await queue.get()) is not None:
-            if run.stop.is_set():
-                run.released.append(claimed.delivery_id)
-                continue
             try:
-                outcome = await run.deliver(transport, claimed)
-            except SMTPSetupError as error:
-                run.fatal = error
-                run.stop.set()
-                run.released.append(claimed.delivery_id)
-                continue
-            if outcome is None:
-                run.released.append(claimed.delivery_id)
-            else:
-                run.count(outcome)
+                if run.stop.is_set():
+                    run.released.append(claimed.delivery_id)
+                    continue
+                try:
+                    outcome = await run.deliver(transport, claimed)
+                except SMTPSetupError as error:
+                    run.fatal = error
+                    run.stop.set()
+                    run.released.append(claimed.delivery_id)
+                    continue
+                if outcome is None:
+                    run.released.append(claimed.delivery_id)
+                else:
+                    run.count(outcome)
+            finally:
+                queue.task_done()
     finally:
         await transport.close()
 
 
 async def _feed(run: _Run, queue: asyncio.Queue[Claimed | None], workers: int) -> None:
-    batch = max(1, workers * 2)
+    """Claim one pool's worth at a time, and the next only when the queue has drained.
+
+    At most two pools' worth of rows are claimed but not yet recorded at any moment: that,
+    plus what was accepted in the last FLUSH_SECONDS, bounds the "uncertain" rows after a crash.
+    """
     try:
         while not run.stop.is_set():
-            claimed = await asyncio.to_thread(run.ledger.claim, batch)
+            claimed = await asyncio.to_thread(run.ledger.claim, workers)
             if not claimed:
                 break
             for item in claimed:
                 await queue.put(item)
+            await queue.join()
     finally:
         for _ in range(workers):
             await queue.put(None)
@@ -295,7 +303,7 @@ async def send_to_list(
         )
         factory = transport_factory or (lambda: SMTPConnection(settings))
         workers = settings.smtp_pool_size
-        queue: asyncio.Queue[Claimed | None] = asyncio.Queue(maxsize=workers * 2)
+        queue: asyncio.Queue[Claimed | None] = asyncio.Queue(maxsize=workers)
         done = asyncio.Event()
         flusher = asyncio.create_task(_flush(run, done))
         try:

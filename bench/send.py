@@ -1,0 +1,454 @@
+"""How fast `mailer send` delivers one issue to a list, against Postfix's smtp-source on the same sink.
+
+Run: .venv/bin/python bench/send.py [--recipients 20000] [--pool 16] [--postgres]
+Needs Postfix's test tools smtp-sink and smtp-source (`apt-get install postfix`; the Postfix
+daemon is not used). Generates a list of N subscribers in a temporary SQLite database (and,
+with --postgres, a temporary schema on postgres@127.0.0.1:5432/test), then runs
+send_to_list() in a fresh child process (so its peak RSS covers only the send) against
+smtp-sink on a free local port. Baselines in the same run: smtp-source sending as many
+messages of the same size over as many connections to the same sink, and the stdlib
+building one EmailMessage per recipient.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import email.message
+import email.policy
+import email.utils
+import json
+import os
+import pwd
+import re
+import resource
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+ISSUE = ROOT / "issues" / "2016-02.yaml"
+LIST = "bench"
+SENDER = "ICMPD Newsletter <newsletter@icmpd.org>"
+SECRET = "x" * 40
+PG_DSN = "host=127.0.0.1 port=5432 dbname=test user=postgres"
+PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+BASELINE_MAX = 20_000
+TOOLS = ("smtp-sink", "smtp-source")
+
+
+def find_tool(name: str) -> str | None:
+    return shutil.which(name) or next(
+        (str(p) for p in (Path("/usr/sbin") / name, Path("/usr/bin") / name) if os.access(p, os.X_OK)), None
+    )
+
+
+def make_settings(port: int, database_url: str, pool: int) -> Any:
+    from mailer.settings import load_settings
+
+    return load_settings(
+        ROOT / "mailer.toml",
+        smtp_host="127.0.0.1",
+        smtp_port=port,
+        smtp_tls="none",
+        sender=SENDER,
+        unsubscribe_secret=SECRET,
+        database_url=database_url,
+        smtp_pool_size=pool,
+    )
+
+
+def cpu_seconds(who: int = resource.RUSAGE_SELF) -> float:
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
+
+
+def process_cpu(pid: int) -> float | None:
+    """CPU seconds (user + system) a running process has used so far, from /proc; None elsewhere."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+# --- the send itself, in a child process -------------------------------------------------------
+
+
+def child(args: argparse.Namespace) -> None:
+    """Run one send_to_list and print its figures as one JSON line."""
+    from mailer.database import open_database
+    from mailer.send import send_to_list
+
+    settings = make_settings(args.port, args.database_url, args.pool)
+    engine = open_database(args.database_url)
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    cpu_before = cpu_seconds()
+    started = time.perf_counter()
+    summary = asyncio.run(send_to_list(engine, settings, ISSUE, LIST))
+    wall = time.perf_counter() - started
+    cpu = cpu_seconds() - cpu_before
+    engine.dispose()
+    result = {
+        "wall": wall,
+        "cpu": cpu,
+        "sent": summary.sent,
+        "failed": summary.failed_temporary + summary.failed_permanent,
+        "summary": summary.line(),
+        "rss_before_kb": rss_before,
+        "rss_peak_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+    }
+    print(json.dumps(result), flush=True)
+
+
+# --- smtp-sink ---------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class Sink:
+    """smtp-sink on 127.0.0.1:<free port>, counting messages (-c) into a file."""
+
+    def __init__(self, binary: str, folder: Path) -> None:
+        self.port = free_port()
+        self.counter = folder / "sink.out"
+        command = [binary, "-c", "-4"]
+        if os.geteuid() == 0:
+            command += ["-u", pwd.getpwuid(0).pw_name]  # required when run as root
+        command += [f"127.0.0.1:{self.port}", "1000"]
+        self._out = self.counter.open("wb")
+        self.process = subprocess.Popen(command, stdout=self._out, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 10
+        while True:
+            if self.process.poll() is not None:
+                raise SystemExit(f"smtp-sink exited with {self.process.returncode}: {self.counter.read_text()[-500:]}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as conn:
+                    conn.recv(100)
+                    conn.sendall(b"QUIT\r\n")
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"smtp-sink did not start listening on 127.0.0.1:{self.port}") from None
+                time.sleep(0.05)
+
+    def messages(self) -> int:
+        """Messages received so far, from smtp-sink's running counter (`... mesg=N`)."""
+        self._out.flush()
+        found = re.findall(rb"mesg=(\d+)", self.counter.read_bytes()[-200:])
+        return int(found[-1]) if found else 0
+
+    def cpu(self) -> float | None:
+        return process_cpu(self.process.pid)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._out.close()
+
+
+# --- measurements ------------------------------------------------------------------------------
+
+
+def median_us(fn: Callable[[int], object], runs: int) -> float:
+    times = []
+    for i in range(runs):
+        start = time.perf_counter()
+        fn(i)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1e6
+
+
+def recipients(count: int) -> list[Any]:
+    from mailer.message import Recipient
+    from mailer.unsubscribe import make_token, unsubscribe_url
+
+    base = "https://newsletter.icmpd.org"
+    return [
+        Recipient(email, name, unsubscribe_url(base, make_token(SECRET, i + 1, 1)))
+        for i, (email, name) in enumerate(people(count))
+    ]
+
+
+def people(count: int) -> Iterator[tuple[str, str]]:
+    """Generated subscribers; every tenth has a non-ASCII name (an encoded To: header)."""
+    for i in range(count):
+        name = f"Zoë Müller {i}" if i % 10 == 0 else f"Person {i}"
+        yield f"person{i}@example{i % 97}.org", name
+
+
+def micro(template: Any, rendered: Any, subject: str, builds: int) -> tuple[float, float]:
+    """Median µs to build one recipient's message: MessageTemplate.build vs a stdlib EmailMessage."""
+    from mailer.render import PLACEHOLDERS
+
+    people_ = recipients(builds)
+    date = dt.datetime.now(dt.UTC)
+
+    def mailer_build(i: int) -> bytes:
+        return bytes(template.build(people_[i], message_id=template.new_message_id(), date=date))
+
+    def stdlib_build(i: int) -> bytes:
+        person = people_[i]
+        values = {"email": person.email, "name": person.name, "unsubscribe_url": person.unsubscribe_url}
+        text, html_ = rendered.text, rendered.email_html
+        for key, placeholder in PLACEHOLDERS.items():
+            text = text.replace(placeholder, values[key])
+            html_ = html_.replace(placeholder, values[key])
+        message = email.message.EmailMessage(policy=email.policy.SMTP)
+        message["From"] = SENDER
+        message["To"] = email.utils.formataddr((person.name, person.email))
+        message["Subject"] = subject
+        message["Date"] = email.utils.format_datetime(date)
+        message["Message-ID"] = template.new_message_id()
+        message["List-Unsubscribe"] = f"<{person.unsubscribe_url}>"
+        message.set_content(text)
+        message.add_alternative(html_, subtype="html")
+        return message.as_bytes()
+
+    return median_us(mailer_build, builds), median_us(stdlib_build, builds)
+
+
+def write_csv(path: Path, count: int) -> None:
+    with path.open("w", encoding="utf-8") as out:
+        out.write("email,name,language,organisation\n")
+        for i, (address, name) in enumerate(people(count)):
+            out.write(f"{address},{name},{('en', 'fr', 'de')[i % 3]},Org {i % 50}\n")
+
+
+def baseline(binary: str, sink: Sink, message_file: Path, count: int, sessions: int) -> dict[str, float]:
+    before_msgs, before_sink = sink.messages(), sink.cpu()
+    cpu_before = cpu_seconds(resource.RUSAGE_CHILDREN)
+    command = [binary, "-d", "-s", str(sessions), "-r", "1", "-m", str(count), "-F", str(message_file)]
+    started = time.perf_counter()
+    subprocess.run([*command, f"127.0.0.1:{sink.port}"], check=True)
+    wall = time.perf_counter() - started
+    cpu = cpu_seconds(resource.RUSAGE_CHILDREN) - cpu_before
+    time.sleep(0.2)
+    after_sink = sink.cpu()
+    return {
+        "wall": wall,
+        "cpu": cpu,
+        "received": sink.messages() - before_msgs,
+        "sink_cpu": (after_sink - before_sink) if after_sink is not None and before_sink is not None else -1,
+    }
+
+
+def run_database(label: str, url: str, folder: Path, count: int, sink: Sink, pool: int) -> dict[str, Any]:
+    from mailer.database import open_database
+    from mailer.ledger import delivery_status
+    from mailer.lists import create_list
+    from mailer.subscriber_csv import import_subscribers
+
+    csv_path = folder / "people.csv"
+    if not csv_path.exists():
+        write_csv(csv_path, count)
+    engine = open_database(url)
+    started = time.perf_counter()
+    create_list(engine, LIST)
+    report = import_subscribers(engine, LIST, csv_path)
+    imported = time.perf_counter() - started
+    if report.added != count:
+        raise SystemExit(f"{label}: import added {report.added} of {count}: {report.lines()[:5]}")
+    before_msgs, before_sink = sink.messages(), sink.cpu()
+    command = [sys.executable, str(Path(__file__).resolve()), "--child"]
+    command += ["--database-url", url, "--port", str(sink.port), "--pool", str(pool)]
+    started = time.perf_counter()
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
+    elapsed = time.perf_counter() - started
+    lines = done.stdout.strip().splitlines()
+    if done.returncode == 0 and lines:
+        result: dict[str, Any] = json.loads(lines[-1])
+    else:
+        result = {"wall": elapsed, "error": short_traceback(done.stderr), "exit": done.returncode}
+    time.sleep(0.2)
+    after_sink = sink.cpu()
+    result["received"] = sink.messages() - before_msgs
+    result["sink_cpu"] = (after_sink - before_sink) if after_sink is not None and before_sink is not None else -1
+    result["import"] = imported
+    result["status"] = delivery_status(engine, ISSUE.stem, LIST).lines()[0]
+    engine.dispose()
+    return result
+
+
+def short_traceback(stderr: str) -> list[str]:
+    """The frames of a child's traceback that are in mailer's own code, and the error itself."""
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    kept = []
+    for i, line in enumerate(lines):
+        if line.lstrip().startswith("File ") and "/mailer/" in line and "/bench/" not in line:
+            kept += [line.strip(), *(lines[i + 1 : i + 2])]
+    return [*kept, lines[-1]] if lines else ["(no output)"]
+
+
+@contextlib.contextmanager
+def postgres_schema() -> Iterator[str | None]:
+    """A throw-away schema on the local PostgreSQL, or None (with the reason printed) if unreachable."""
+    try:
+        import psycopg
+
+        psycopg.connect(PG_DSN, connect_timeout=3).close()
+    except Exception as error:  # noqa: BLE001 - any failure means: skip PostgreSQL
+        print(f"PostgreSQL skipped: {str(error).strip().splitlines()[0] if str(error).strip() else error!r}")
+        yield None
+        return
+    schema = f"bench_send_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(PG_DSN, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    try:
+        yield f"{PG_URL}?options=-csearch_path%3D{schema}"
+    finally:
+        with psycopg.connect(PG_DSN, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+# --- report ------------------------------------------------------------------------------------
+
+
+def rate_line(label: str, messages: int, wall: float, cpu: float, sink_cpu: float) -> str:
+    sink = f"  sink CPU {sink_cpu / messages * 1e6:5.0f} µs/msg" if sink_cpu >= 0 and messages else ""
+    return (
+        f"  {label:34} {messages:7d} msgs {wall:7.2f} s {messages / wall:7.0f}/s"
+        f"  CPU {cpu / max(messages, 1) * 1e6:5.0f} µs/msg{sink}"
+    )
+
+
+def report_send(label: str, result: dict[str, Any], base: dict[str, float], base_count: int, count: int) -> bool:
+    """Print one database's figures; False if not every message was sent and received."""
+    sent = result["sent"]
+    mailer_rate = sent / result["wall"]
+    base_rate = base_count / base["wall"]
+    print(label)
+    print(f"  setup (not timed): create list + import {count} recipients from CSV in {result['import']:.2f} s")
+    if "error" in result:
+        print(f"  PROBLEM: send_to_list failed after {result['wall']:.2f} s (child exit {result['exit']}):")
+        for line in result["error"]:
+            print(f"    | {line}")
+        print(f"  ledger:  {result['status']}")
+        print(f"  smtp-sink counted {result['received']} messages before the failure")
+        return False
+    print(rate_line("mailer send_to_list (child process)", sent, result["wall"], result["cpu"], result["sink_cpu"]))
+    print(
+        f"  {'':34} peak RSS {result['rss_peak_kb'] / 1024:.0f} MB "
+        f"({result['rss_before_kb'] / 1024:.0f} MB already when the send started: interpreter and imports)"
+    )
+    print(
+        f"  ratio mailer/smtp-source            {mailer_rate / base_rate:.2f}  ({mailer_rate:.0f}/s vs {base_rate:.0f}/s)"
+    )
+    print(f"  summary: {result['summary']}")
+    print(f"  ledger:  {result['status']}")
+    print(f"  smtp-sink counted {result['received']} messages during the send")
+    if result["failed"] or sent != count or result["received"] != count:
+        print(f"  PROBLEM: expected {count} sent and received; see the lines above")
+        return False
+    return True
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--recipients", type=int, default=20_000)
+    parser.add_argument("--pool", type=int, default=16, help="smtp_pool_size, and smtp-source's -s sessions")
+    parser.add_argument("--postgres", action="store_true", help="also send from PostgreSQL on 127.0.0.1:5432")
+    parser.add_argument("--builds", type=int, default=2000, help="builds for the message micro-benchmark")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--database-url", help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    if args.child:
+        child(args)
+        return
+
+    tools = {name: find_tool(name) for name in TOOLS}
+    if not all(tools.values()):
+        missing = ", ".join(name for name, path in tools.items() if not path)
+        print(f"{missing} not found: apt-get install postfix (only its test tools are used)", file=sys.stderr)
+        sys.exit(2)
+
+    from mailer.load import load_issue
+    from mailer.message import Recipient
+    from mailer.render import render_issue
+    from mailer.send import build_template
+    from mailer.unsubscribe import make_token, unsubscribe_url
+
+    count, pool = args.recipients, args.pool
+    settings = make_settings(1025, "sqlite:///unused.sqlite3", pool)
+    started = time.perf_counter()
+    slug, template = build_template(ISSUE, settings, list_name=LIST)
+    render_seconds = time.perf_counter() - started
+    issue = load_issue(ISSUE)
+    rendered = render_issue(issue, slug, settings)
+    first = Recipient(
+        "person1@example1.org", "Person 1", unsubscribe_url(settings.archive_url, make_token(SECRET, 2, 1))
+    )
+    sample = template.build(first, message_id=template.new_message_id(), date=dt.datetime.now(dt.UTC))
+    base_count = min(count, BASELINE_MAX)
+
+    print("mailer send benchmark. This machine is noisy (±15% between runs): compare figures within one run only.")
+    print(
+        f"issue {slug}, {count} recipients, {pool} connections, message {len(sample)} bytes "
+        f"({len(sample) / 1024:.1f} KB; render + MIME template once: {render_seconds * 1000:.0f} ms)"
+    )
+
+    mailer_us, stdlib_us = micro(template, rendered, issue.email_subject, args.builds)
+    print(f"\nbuilding one recipient's message, median µs of {args.builds} builds (each a different recipient)")
+    print(f"  mailer MessageTemplate.build          {mailer_us:9.1f}")
+    print(f"  baseline stdlib EmailMessage          {stdlib_us:9.1f}  ({stdlib_us / mailer_us:.0f}x mailer)")
+
+    with tempfile.TemporaryDirectory(prefix="mailer-bench-send-") as tmp:
+        folder = Path(tmp)
+        message_file = folder / "message.eml"
+        # smtp-source -F appends CRLF to every line itself: LF here gives the same bytes on the wire
+        message_file.write_bytes(sample.replace(b"\r\n", b"\n"))
+        sink = Sink(str(tools["smtp-sink"]), folder)
+        try:
+            ok = True
+            print(f"\ndelivery to smtp-sink on 127.0.0.1:{sink.port}")
+            base = baseline(str(tools["smtp-source"]), sink, message_file, base_count, pool)
+            print(
+                rate_line(
+                    f"baseline smtp-source -d -s {pool} -r 1", base_count, base["wall"], base["cpu"], base["sink_cpu"]
+                )
+            )
+            if base["received"] != base_count:
+                print(f"  PROBLEM: smtp-sink counted {base['received']} of {base_count} baseline messages")
+                ok = False
+            sqlite_dir = folder / "sqlite"
+            sqlite_dir.mkdir()
+            result = run_database("SQLite", f"sqlite:///{sqlite_dir}/bench.sqlite3", folder, count, sink, pool)
+            ok = report_send("SQLite", result, base, base_count, count) and ok
+            if args.postgres:
+                with postgres_schema() as url:
+                    if url is not None:
+                        result = run_database("PostgreSQL", url, folder, count, sink, pool)
+                        ok = report_send("PostgreSQL", result, base, base_count, count) and ok
+        finally:
+            sink.stop()
+    print(
+        "\nCPU µs/msg: the mailer child's user+system time (render, ledger threads and SMTP) per message; "
+        "smtp-source's own time per message; sink CPU is smtp-sink's share."
+    )
+    if not ok:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

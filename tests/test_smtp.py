@@ -1,0 +1,62 @@
+"""The DATA seam around aiosmtplib: whatever bytes go in, the server receives them intact."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from mailer.settings import Settings
+from mailer.smtp import SMTPConnection, SMTPSetupError, canonical, is_canonical
+from tests.smtp_server import SMTPServer
+
+
+def deliver(settings: Settings, data: bytes, recipient: str = "ana@example.org") -> str:
+    async def go() -> str:
+        connection = SMTPConnection(settings)
+        try:
+            return await connection.send("news@icmpd.org", recipient, data)
+        finally:
+            await connection.close()
+
+    return asyncio.run(go())
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (b"Subject: x\n\nbare\nline feeds\n", b"Subject: x\r\n\r\nbare\r\nline feeds\r\n"),
+        (
+            b"Subject: x\r\n\r\n.starts with a dot\r\n..two dots\r\n.\r\nend",
+            b"Subject: x\r\n\r\n.starts with a dot\r\n..two dots\r\n.\r\nend\r\n",
+        ),
+        (b"Subject: x\r\n\r\n" + b"a" * 998 + b"\r\n", b"Subject: x\r\n\r\n" + b"a" * 998 + b"\r\n"),
+        (b"Subject: x\r\rlone\rreturns", b"Subject: x\r\n\r\nlone\r\nreturns\r\n"),
+    ],
+    ids=["bare-lf", "leading-dots", "998-octets", "lone-cr"],
+)
+def test_messages_arrive_intact(send_settings: Settings, smtp_server: SMTPServer, raw: bytes, expected: bytes) -> None:
+    assert deliver(send_settings, raw).startswith("250")
+    [item] = smtp_server.recorder.messages
+    assert item.data == expected
+
+
+def test_canonical_form() -> None:
+    assert is_canonical(b"a\r\nb\r\n") and not is_canonical(b"a\nb\r\n") and not is_canonical(b"a\r\n.b\r\n")
+    assert canonical(b".a\n.b") == b"..a\r\n..b\r\n"
+    assert canonical(b"x\r.y\n") == b"x\r\n..y\r\n"
+
+
+def test_unknown_host_is_one_clear_line(send_settings: Settings) -> None:
+    settings = send_settings.model_copy(update={"smtp_host": "no-such-host.invalid", "smtp_tls": "starttls"})
+    with pytest.raises(
+        SMTPSetupError,
+        match=r"^SMTP server no-such-host.invalid:\d+: unknown host 'no-such-host.invalid'; check smtp_host$",
+    ):
+        deliver(settings, b"Subject: x\r\n\r\nhi\r\n")
+
+
+def test_starttls_refused_by_a_server_without_it(send_settings: Settings) -> None:
+    settings = send_settings.model_copy(update={"smtp_tls": "starttls"})
+    with pytest.raises(SMTPSetupError, match=r"^SMTP server 127.0.0.1:\d+: .*STARTTLS"):
+        deliver(settings, b"Subject: x\r\n\r\nhi\r\n")
