@@ -182,3 +182,32 @@ def test_sqlite_refuses_a_second_sender_for_the_same_issue_and_list(staff: Engin
             Ledger(staff, "2016-02", "staff")
     finally:
         first.close()
+
+
+def test_dkim_signature_covers_list_unsubscribe_and_verifies(
+    staff: Engine, send_settings: Settings, smtp_server: SMTPServer, tmp_path: Path
+) -> None:
+    import dkim
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    key_file = tmp_path / "dkim.pem"
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
+        )
+    )
+    public = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    import base64
+
+    record = b"v=DKIM1; k=rsa; p=" + base64.b64encode(public)
+    send(staff, send_settings.model_copy(update={"dkim_key_file": key_file, "dkim_selector": "news2016"}))
+    for item in smtp_server.recorder.messages:
+        signature = parse(item.data)["DKIM-Signature"]
+        assert "d=icmpd.org" in signature and "s=news2016" in signature
+        signed = set(re.search(r"h=([^;]+)", "".join(signature.split())).group(1).lower().split(":"))  # type: ignore[union-attr]
+        assert {"from", "to", "subject", "list-unsubscribe", "list-unsubscribe-post"} <= signed
+        assert dkim.verify(
+            item.data, dnsfunc=lambda name, timeout=5: record if name == b"news2016._domainkey.icmpd.org." else None
+        )

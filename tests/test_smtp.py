@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from pydantic import SecretStr
 
 from mailer.settings import Settings
 from mailer.smtp import SMTPConnection, SMTPSetupError, canonical, is_canonical
@@ -60,3 +61,30 @@ def test_starttls_refused_by_a_server_without_it(send_settings: Settings) -> Non
     settings = send_settings.model_copy(update={"smtp_tls": "starttls"})
     with pytest.raises(SMTPSetupError, match=r"^SMTP server 127.0.0.1:\d+: .*STARTTLS"):
         deliver(settings, b"Subject: x\r\n\r\nhi\r\n")
+
+
+def test_refused_login_names_the_server_and_user(send_settings: Settings) -> None:
+    from aiosmtpd.controller import Controller
+    from aiosmtpd.smtp import AuthResult
+
+    from tests.smtp_server import Recorder, free_port
+
+    port = free_port()
+    controller = Controller(
+        Recorder(),
+        hostname="127.0.0.1",
+        port=port,
+        authenticator=lambda *args: AuthResult(success=False, handled=False),
+        auth_require_tls=False,
+    )
+    controller.start()
+    try:
+        settings = send_settings.model_copy(
+            update={"smtp_port": port, "smtp_username": "news", "smtp_password": SecretStr("wrong-password")}
+        )
+        with pytest.raises(SMTPSetupError) as caught:
+            deliver(settings, b"Subject: x\r\n\r\nhi\r\n")
+    finally:
+        controller.stop()
+    assert str(caught.value).startswith(f"SMTP server 127.0.0.1:{port} refused the login for 'news': 535")
+    assert "wrong-password" not in str(caught.value)

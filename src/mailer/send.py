@@ -20,6 +20,7 @@ from pathlib import Path
 from sqlalchemy.engine import Engine
 
 from mailer.build import slug_of
+from mailer.dkim_signing import DkimSigner
 from mailer.errors import ConfigError, ExitStatus, MailerError
 from mailer.ledger import Claimed, Ledger, Outcome
 from mailer.lists import list_id, mailable_subscribers
@@ -128,6 +129,12 @@ def build_template(issue_path: Path, settings: Settings, *, list_name: str | Non
     return slug, template
 
 
+def dkim_signer(settings: Settings, template: MessageTemplate) -> DkimSigner | None:
+    if settings.dkim_key_file is None or settings.dkim_selector is None:
+        return None
+    return DkimSigner(settings.dkim_key_file, settings.dkim_selector, template.domain)
+
+
 def _secret(settings: Settings) -> str:
     if settings.unsubscribe_secret is None:
         raise ConfigError(
@@ -150,6 +157,7 @@ class _Run:
     progress: Progress | None
     outcomes: list[Outcome]
     released: list[int]
+    signer: DkimSigner | None = None
     fatal: BaseException | None = None
     pause_until: float = 0.0
     last_contact: float = 0.0
@@ -168,6 +176,8 @@ class _Run:
         """Send one message with retries; None when the send stopped before it could be tried."""
         message_id = self.template.new_message_id()
         data = self.template.build(self.recipient(claimed), message_id=message_id, date=dt.datetime.now(dt.UTC))
+        if self.signer is not None:
+            data = self.signer.sign(data)
         attempts = claimed.attempts
         tries = 0
         while True:
@@ -300,6 +310,7 @@ async def send_to_list(
             outcomes=[],
             released=[],
             last_contact=time.monotonic(),
+            signer=dkim_signer(settings, template),
         )
         factory = transport_factory or (lambda: SMTPConnection(settings))
         workers = settings.smtp_pool_size
@@ -327,6 +338,9 @@ async def send_test(settings: Settings, issue_path: Path, address: str) -> str:
     _, template = build_template(issue_path, settings, list_name=None)
     recipient = Recipient(address, "", f"{settings.archive_url.rstrip('/')}/unsubscribe/test")
     data = template.build(recipient, message_id=template.new_message_id(), date=dt.datetime.now(dt.UTC))
+    signer = dkim_signer(settings, template)
+    if signer is not None:
+        data = signer.sign(data)
     connection = SMTPConnection(settings)
     try:
         return await connection.send(template.sender_address, address, data)
