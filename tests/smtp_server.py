@@ -54,9 +54,8 @@ class Recorder:
         if self.delay:
             await asyncio.sleep(self.delay)
         local = rcpt.split("@")[0]
-        if match := re.match(r"temp-(\d+)", local):
-            if attempt <= int(match.group(1)):
-                return "451 4.3.0 try again later"
+        if (match := re.match(r"temp-(\d+)", local)) and attempt <= int(match.group(1)):
+            return "451 4.3.0 try again later"
         if local.startswith("perm"):
             return "550 5.1.1 no such user"
         if local.startswith("drop") and attempt == 1:

@@ -10,9 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from tests.conftest import MINIMAL, ROOT
 
 from mailer.model import issue_json_schema
+from tests.conftest import MINIMAL, ROOT
 
 SCHEMA_FILE = ROOT / "schema" / "issue.schema.json"
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from tests.browser import chromium, local_only
 
 from mailer.render import RenderedIssue
+from tests.browser import chromium, local_only
 
 OUTPUT = Path(__file__).resolve().parents[1] / "test-output"
 

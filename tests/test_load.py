@@ -6,10 +6,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from tests.conftest import MINIMAL
 
 from mailer.errors import IssueFileError, MailerError
 from mailer.load import load_issue
+from tests.conftest import MINIMAL
 
 WriteIssue = Callable[..., Path]
 

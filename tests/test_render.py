@@ -6,12 +6,12 @@ import re
 from pathlib import Path
 
 from lxml import html as lxml_html
-from tests.conftest import MINIMAL, render_slug
 
 from mailer.build import GMAIL_CLIP_BYTES
 from mailer.model import Issue
 from mailer.render import PLACEHOLDERS, RenderedIssue
 from mailer.settings import Settings
+from tests.conftest import MINIMAL, render_slug
 
 Seed = tuple[Issue, RenderedIssue]
 

@@ -6,10 +6,10 @@ import re
 
 import pytest
 from lxml import html as lxml_html
-from tests.conftest import SEEDS
 
 from mailer.model import Issue, Link, Story
 from mailer.render import RenderedIssue
+from tests.conftest import SEEDS
 
 # Seed lines the layout legitimately rewrites: two headings flattened onto one line,
 # the web-version line (checked on its own), and a download line split per language.
