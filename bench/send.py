@@ -68,6 +68,15 @@ def make_settings(port: int, database_url: str, pool: int) -> Any:
     )
 
 
+def rss_kb() -> int:
+    """Current resident set size in KB (Linux), 0 elsewhere."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
 def cpu_seconds(who: int = resource.RUSAGE_SELF) -> float:
     usage = resource.getrusage(who)
     return usage.ru_utime + usage.ru_stime
@@ -93,6 +102,7 @@ def child(args: argparse.Namespace) -> None:
     settings = make_settings(args.port, args.database_url, args.pool)
     engine = open_database(args.database_url)
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rss_start = rss_kb()
     cpu_before = cpu_seconds()
     started = time.perf_counter()
     summary = asyncio.run(send_to_list(engine, settings, ISSUE, LIST))
@@ -107,11 +117,17 @@ def child(args: argparse.Namespace) -> None:
         "summary": summary.line(),
         "rss_before_kb": rss_before,
         "rss_peak_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+        "rss_start_kb": rss_start,
+        "rss_end_kb": rss_kb(),
     }
     print(json.dumps(result), flush=True)
 
 
 # --- smtp-sink ---------------------------------------------------------------------------------
+
+
+def load() -> str:
+    return " ".join(f"{value:.1f}" for value in os.getloadavg())
 
 
 def free_port() -> int:
@@ -347,9 +363,13 @@ def report_send(label: str, result: dict[str, Any], base: dict[str, float], base
         return False
     print(rate_line("mailer send_to_list (child process)", sent, result["wall"], result["cpu"], result["sink_cpu"]))
     print(
-        f"  {'':34} peak RSS {result['rss_peak_kb'] / 1024:.0f} MB "
-        f"({result['rss_before_kb'] / 1024:.0f} MB already when the send started: interpreter and imports)"
+        f"  {'':34} peak RSS {result['rss_peak_kb'] / 1024:.0f} MB (peak before the send, after imports "
+        f"{result['rss_before_kb'] / 1024:.0f} MB; RSS {result['rss_start_kb'] / 1024:.0f} MB at start, "
+        f"{result['rss_end_kb'] / 1024:.0f} MB at end)"
     )
+    if result["cpu"] >= 0 and base["cpu"] > 0:
+        mailer_cpu, base_cpu = result["cpu"] / max(sent, 1), base["cpu"] / base_count
+        print(f"  CPU per message mailer/smtp-source  {mailer_cpu / base_cpu:.1f}x")
     print(
         f"  ratio mailer/smtp-source            {mailer_rate / base_rate:.2f}  ({mailer_rate:.0f}/s vs {base_rate:.0f}/s)"
     )
@@ -403,6 +423,7 @@ def main() -> None:
     base_count = min(count, BASELINE_MAX)
 
     print("mailer send benchmark. This machine is noisy (±15% between runs): compare figures within one run only.")
+    print(f"{os.cpu_count()} CPUs, load average {load()} at start")
     print(
         f"issue {slug}, {count} recipients, {pool} connections, message {len(sample)} bytes "
         f"({len(sample) / 1024:.1f} KB; render + MIME template once: {render_seconds * 1000:.0f} ms)"
@@ -443,9 +464,10 @@ def main() -> None:
         finally:
             sink.stop()
     print(
-        "\nCPU µs/msg: the mailer child's user+system time (render, ledger threads and SMTP) per message; "
-        "smtp-source's own time per message; sink CPU is smtp-sink's share."
+        "\nCPU µs/msg: the mailer child's user+system time per message (all threads: the one render above, "
+        "ledger, SMTP); smtp-source's own time per message; sink CPU is smtp-sink's share."
     )
+    print(f"load average {load()} at the end")
     if not ok:
         sys.exit(1)
 

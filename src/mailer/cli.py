@@ -356,6 +356,51 @@ def status(issue_file: Path, list_name: str | None, config_file: Path | None) ->
             click.echo(line)
 
 
+@cli.command()
+@click.argument("files", nargs=-1, type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--port", default=8025, show_default=True, help="Port to listen on.")
+@click.option(
+    "--host", default="127.0.0.1", show_default=True, help="Address to listen on (loopback unless you say otherwise)."
+)
+@click.option("--no-open", is_flag=True, help="Do not open a browser.")
+@config_option
+@reports_errors
+def preview(files: tuple[Path, ...], port: int, host: str, no_open: bool, config_file: Path | None) -> None:
+    """Preview issues in a browser; saving a file updates the page by itself."""
+    import asyncio
+    import webbrowser
+
+    from mailer.preview import serve_preview
+
+    paths = list(files) or sorted(Path("issues").glob("*.yaml"), reverse=True)
+    if not paths:
+        raise MailerError("issues/: no issue files to preview; name one: mailer preview issues/2016-02.yaml")
+    for path in paths:
+        if not path.is_file():
+            raise MailerError(f"{path}: no such file")
+    url = f"http://{host}:{port}/" if len(paths) > 1 else f"http://{host}:{port}/issue/{paths[0].stem}/"
+
+    async def run() -> None:
+        ready = asyncio.Event()
+        server = asyncio.create_task(serve_preview(paths, config_file=config_file, host=host, port=port, ready=ready))
+        waiter = asyncio.create_task(ready.wait())
+        await asyncio.wait({server, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        if server.done():
+            waiter.cancel()
+            await server
+            return
+        click.echo(f"previewing at {url} (Ctrl-C to stop)")
+        if not no_open:
+            webbrowser.open(url)
+        await server
+
+    try:
+        asyncio.run(run())
+    except KeyboardInterrupt:
+        pass
+    click.echo("preview stopped")
+
+
 def main() -> None:
     cli(prog_name="mailer")
 

@@ -1,0 +1,216 @@
+"""Browser preview with live reload: render on every save, push the news to open pages (SSE).
+
+The state lives in `Previewer`; the web app (Starlette, served by uvicorn on 127.0.0.1) only
+reads it. A watcher re-renders when an issue file, a template or the config file changes;
+an invalid edit keeps the last good render and shows the errors as `mailer check` prints them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import json
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import uvicorn
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.routing import Route
+from watchfiles import awatch
+
+from mailer.build import GMAIL_CLIP_BYTES, WARN_BYTES, slug_of
+from mailer.errors import MailerError
+from mailer.load import load_issue
+from mailer.model import Issue
+from mailer.render import RenderedIssue, render_issue
+from mailer.settings import Settings, config_path, load_settings
+from mailer.templates import default_templates_dir
+
+PAGE_TEMPLATES = Path(__file__).parent / "preview_page"
+
+
+@dataclass
+class Preview:
+    """The last good render of one issue, and the problems of the current file if it is broken."""
+
+    path: Path
+    issue: Issue | None = None
+    rendered: RenderedIssue | None = None
+    errors: list[str] = field(default_factory=list)
+    version: int = 0
+
+
+class Previewer:
+    def __init__(self, paths: list[Path], config_file: Path | None) -> None:
+        self.config_file = config_file
+        self.previews = {slug_of(path): Preview(path) for path in paths}
+        self.settings: Settings | None = None
+        self.changed = asyncio.Condition()
+
+    def render_all(self) -> None:
+        try:
+            self.settings = load_settings(self.config_file)
+            settings_errors: list[str] = []
+        except MailerError as error:
+            settings_errors = error.lines()
+        for slug, preview in self.previews.items():
+            preview.version += 1
+            if settings_errors or self.settings is None:
+                preview.errors = settings_errors
+                continue
+            try:
+                issue = load_issue(preview.path)
+                preview.rendered = render_issue(issue, slug, self.settings)
+                preview.issue = issue
+                preview.errors = []
+            except MailerError as error:
+                preview.errors = error.lines()
+
+    def watched(self) -> list[Path]:
+        settings = self.settings
+        templates = (settings.templates_dir if settings and settings.templates_dir else None) or default_templates_dir()
+        folders = {preview.path.resolve().parent for preview in self.previews.values()}
+        return [*folders, Path(templates).resolve(), config_path(self.config_file).resolve().parent]
+
+    async def watch(self, stop: asyncio.Event) -> None:
+        async for _ in awatch(*self.watched(), stop_event=stop, debounce=150, step=50):
+            await asyncio.to_thread(self.render_all)
+            async with self.changed:
+                self.changed.notify_all()
+
+    def state(self, slug: str) -> dict[str, object]:
+        preview = self.previews[slug]
+        rendered, issue, settings = preview.rendered, preview.issue, self.settings
+        size = len(rendered.email_html.encode()) if rendered else 0
+        return {
+            "version": preview.version,
+            "errors": preview.errors,
+            "subject": issue.email_subject if issue else "",
+            "preheader": issue.preheader if issue else "",
+            "sender": (settings.sender or "(sender not set)") if settings else "",
+            "size_kb": round(size / 1024, 1),
+            "size_warning": (
+                "over Gmail's 102 KB clipping limit"
+                if size > GMAIL_CLIP_BYTES
+                else ("close to Gmail's 102 KB clipping limit" if size > WARN_BYTES else "")
+            ),
+        }
+
+
+def _page_environment() -> Environment:
+    return Environment(loader=FileSystemLoader(PAGE_TEMPLATES), autoescape=select_autoescape(default=True))
+
+
+def create_app(previewer: Previewer) -> Starlette:
+    pages = _page_environment()
+
+    def preview_or_404(request: Request) -> Preview:
+        slug = request.path_params["slug"]
+        if slug not in previewer.previews:
+            raise LookupError(slug)
+        return previewer.previews[slug]
+
+    async def index(request: Request) -> Response:
+        entries = sorted(previewer.previews, reverse=True)
+        return HTMLResponse(pages.get_template("index.html").render(slugs=entries))
+
+    async def page(request: Request) -> Response:
+        try:
+            preview_or_404(request)
+        except LookupError:
+            return PlainTextResponse("no such issue", status_code=404)
+        slug = request.path_params["slug"]
+        state = previewer.state(slug)
+        return HTMLResponse(pages.get_template("page.html").render(slug=slug, state=state))
+
+    async def output(request: Request) -> Response:
+        try:
+            preview = preview_or_404(request)
+        except LookupError:
+            return PlainTextResponse("no such issue", status_code=404)
+        rendered = preview.rendered
+        if rendered is None:
+            return PlainTextResponse("not rendered yet: see the errors above", status_code=503)
+        kind = request.path_params["kind"]
+        headers = {"Cache-Control": "no-store"}
+        if kind == "email.html":
+            return HTMLResponse(rendered.email_html, headers=headers)
+        if kind == "web.html":
+            return HTMLResponse(rendered.web_html, headers=headers)
+        if kind == "email.txt":
+            return PlainTextResponse(rendered.text, headers=headers)
+        return PlainTextResponse("not found", status_code=404)
+
+    async def events(request: Request) -> Response:
+        slug = request.path_params["slug"]
+        if slug not in previewer.previews:
+            return PlainTextResponse("no such issue", status_code=404)
+
+        async def stream() -> AsyncIterator[str]:
+            yield f"data: {json.dumps(previewer.state(slug))}\n\n"
+            while not await request.is_disconnected():
+                async with previewer.changed:
+                    try:
+                        await asyncio.wait_for(previewer.changed.wait(), timeout=15)
+                    except TimeoutError:
+                        yield ": keep-alive\n\n"
+                        continue
+                yield f"data: {json.dumps(previewer.state(slug))}\n\n"
+
+        return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-store"})
+
+    routes = [
+        Route("/", index),
+        Route("/issue/{slug}/", page),
+        Route("/issue/{slug}/events", events),
+        Route("/issue/{slug}/{kind}", output),
+    ]
+    return Starlette(routes=routes)
+
+
+def check_port_free(host: str, port: int) -> None:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            if error.errno == errno.EADDRINUSE:
+                raise MailerError(f"port {port} on {host} is already in use; choose another with --port") from None
+            raise MailerError(f"cannot listen on {host}:{port}: {error.strerror}") from None
+
+
+async def serve_preview(
+    paths: list[Path],
+    *,
+    config_file: Path | None = None,
+    host: str = "127.0.0.1",
+    port: int = 8025,
+    ready: asyncio.Event | None = None,
+) -> None:
+    """Serve until cancelled (Ctrl-C); `ready` is set once the server listens."""
+    check_port_free(host, port)
+    previewer = Previewer(paths, config_file)
+    await asyncio.to_thread(previewer.render_all)
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(previewer), host=host, port=port, log_level="warning", lifespan="off")
+    )
+    stop = asyncio.Event()
+    watcher = asyncio.create_task(previewer.watch(stop))
+
+    async def announce() -> None:
+        while not server.started:
+            await asyncio.sleep(0.05)
+        if ready is not None:
+            ready.set()
+
+    announcer = asyncio.create_task(announce())
+    try:
+        await server.serve()
+    finally:
+        stop.set()
+        announcer.cancel()
+        await watcher

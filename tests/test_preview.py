@@ -1,0 +1,177 @@
+"""`mailer preview` in real headless Chromium: layout, live reload, errors over the last good render."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.browser import chromium
+from tests.conftest import ROOT
+from tests.smtp_server import free_port
+
+OUTPUT = ROOT / "test-output"
+
+
+class PreviewServer:
+    def __init__(self, workdir: Path, *files: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "mailer", "preview", *files, "--no-open", "--port", str(self.port)],
+            cwd=workdir,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        line = self.process.stdout.readline()  # type: ignore[union-attr]
+        assert line.startswith("previewing at http://127.0.0.1:"), line + self.process.stderr.read()  # type: ignore[union-attr]
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=20)
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    shutil.copy(ROOT / "mailer.toml", tmp_path / "mailer.toml")
+    shutil.copytree(ROOT / "issues", tmp_path / "issues")
+    return tmp_path
+
+
+@pytest.fixture
+def server(workdir: Path) -> Iterator[PreviewServer]:
+    preview = PreviewServer(workdir)
+    yield preview
+    preview.stop()
+
+
+@pytest.fixture(scope="module")
+def browser():  # type: ignore[no-untyped-def]
+    with chromium() as browser:
+        yield browser
+
+
+def frame_of(page):  # type: ignore[no-untyped-def]
+    return page.frame_locator("#frame")
+
+
+@pytest.mark.parametrize("slug", ["2016-02", "2015-10"])
+def test_preview_shows_the_email_on_desktop_and_phone(browser, server: PreviewServer, slug: str) -> None:  # type: ignore[no-untyped-def]
+    page = browser.new_page(viewport={"width": 1200, "height": 900})
+    page.goto(f"{server.url}/issue/{slug}/")
+    assert (
+        page.locator("#subject").inner_text()
+        == f"{'February 2016' if slug == '2016-02' else 'October 2015'} Monthly Update"
+    )
+    assert page.locator("#size").inner_text() != "0"
+    frame = frame_of(page)
+    frame.locator("h1.issue-title").wait_for()
+    widest = page.frame(url=lambda url: "email.html" in url).evaluate(  # type: ignore[union-attr]
+        "Math.max(...[...document.querySelectorAll('p, h1, h2, h3, table')].map(e => e.getBoundingClientRect().width))"
+    )
+    assert widest <= 600
+    OUTPUT.mkdir(exist_ok=True)
+    page.screenshot(path=str(OUTPUT / f"preview-{slug}-desktop.png"))
+
+    page.get_by_role("button", name="Mobile").click()
+    page.wait_for_function("document.getElementById('frame').offsetWidth <= 380")
+    frame.locator("h1.issue-title").wait_for()
+    email = page.frame(url=lambda url: "email.html" in url)
+    assert email is not None
+    assert email.evaluate("document.documentElement.scrollWidth") <= 375
+    assert email.evaluate("[...document.images].every(img => img.alt.trim().length > 0)")
+    page.screenshot(path=str(OUTPUT / f"preview-{slug}-mobile.png"))
+
+    page.get_by_role("button", name="Plain text").click()
+    page.wait_for_function("document.getElementById('frame').src.includes('email.txt')")
+    page.close()
+
+
+def test_saving_the_yaml_updates_the_open_page(browser, server: PreviewServer, workdir: Path) -> None:  # type: ignore[no-untyped-def]
+    page = browser.new_page(viewport={"width": 1200, "height": 900})
+    page.goto(f"{server.url}/issue/2016-02/")
+    frame_of(page).locator("h1.issue-title").wait_for()
+    page.evaluate("window.notReloaded = true")
+    issue = workdir / "issues" / "2016-02.yaml"
+    issue.write_text(
+        issue.read_text().replace("title: February 2016 Monthly Update", "title: February 2016 Special Edition")
+    )
+    frame_of(page).get_by_text("February 2016 Special Edition").first.wait_for(timeout=15_000)
+    assert page.locator("#subject").inner_text() == "February 2016 Special Edition"
+    assert page.evaluate("window.notReloaded") is True
+    page.close()
+
+
+def test_an_invalid_edit_shows_the_error_and_fixing_it_restores_the_preview(
+    browser, server: PreviewServer, workdir: Path
+) -> None:  # type: ignore[no-untyped-def]
+    page = browser.new_page(viewport={"width": 1200, "height": 900})
+    page.goto(f"{server.url}/issue/2016-02/")
+    frame_of(page).locator("h1.issue-title").wait_for()
+    issue = workdir / "issues" / "2016-02.yaml"
+    good = issue.read_text()
+    issue.write_text(good.replace("title: February 2016 Monthly Update", "titel: February 2016 Monthly Update"))
+    errors = page.locator("#error-lines")
+    errors.wait_for(state="visible", timeout=15_000)
+    assert errors.inner_text().splitlines() == [
+        "issues/2016-02.yaml:1:1: title: required field is missing",
+        "issues/2016-02.yaml:2:1: titel: unknown field; did you mean 'title'?",
+    ]
+    frame_of(page).locator("h1.issue-title").wait_for()  # the last good render stays
+    issue.write_text(good)
+    errors.wait_for(state="hidden", timeout=15_000)
+    page.close()
+
+
+def _outside_address() -> str | None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("10.255.255.255", 1))  # no packet is sent: this only picks the outgoing interface
+            address = probe.getsockname()[0]
+        except OSError:
+            return None
+    return None if address.startswith("127.") else str(address)
+
+
+def test_only_loopback_can_connect(server: PreviewServer) -> None:
+    address = _outside_address()
+    if address is None:
+        pytest.skip("this machine has no address but loopback")
+    with socket.socket() as client, pytest.raises(ConnectionRefusedError):
+        client.settimeout(5)
+        client.connect((address, server.port))
+
+
+def test_a_taken_port_is_one_clear_line(workdir: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "mailer", "preview", "issues/2016-02.yaml", "--no-open", "--port", str(port)],
+            cwd=workdir,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert (result.returncode, result.stderr) == (
+        1,
+        f"port {port} on 127.0.0.1 is already in use; choose another with --port\n",
+    )
+
+
+def test_ctrl_c_stops_cleanly(workdir: Path) -> None:
+    preview = PreviewServer(workdir, "issues/2016-02.yaml")
+    preview.process.send_signal(2)
+    out, err = preview.process.communicate(timeout=20)
+    assert preview.process.returncode == 0 and out == "preview stopped\n" and "Traceback" not in err
+    time.sleep(0)
