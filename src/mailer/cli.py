@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from collections.abc import Callable
@@ -394,10 +395,8 @@ def preview(files: tuple[Path, ...], port: int, host: str, no_open: bool, config
             webbrowser.open(url)
         await server
 
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run())
-    except KeyboardInterrupt:
-        pass
     click.echo("preview stopped")
 
 
