@@ -312,13 +312,15 @@ async def _send_with_progress(
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     started = last = time.monotonic()
 
-    def progress(sent: int, failed: int) -> None:
+    def progress(sent: int, failed: int, total: int) -> None:
         nonlocal last
         now = time.monotonic()
         if now - last >= (0.5 if sys.stderr.isatty() else 10):
             last = now
             rate = sent / (now - started) if now > started else 0
-            line = f"sent {sent}, failed {failed}, {rate:.0f}/s"
+            left = max(0, total - sent - failed)
+            eta = f", about {left / rate:.0f} s left" if rate else ""
+            line = f"{sent + failed}/{total}: sent {sent}, failed {failed}, {rate:.0f}/s{eta}"
             click.echo(f"\r{line}" if sys.stderr.isatty() else line, err=True, nl=not sys.stderr.isatty())
 
     try:

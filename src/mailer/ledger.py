@@ -199,6 +199,12 @@ class Ledger:
         return int(count)
 
     @_serialised
+    def pending(self) -> int:
+        count = self.conn.execute(sa.select(sa.func.count()).where(self._where(deliveries.c.status == PENDING))).scalar_one()
+        self.conn.commit()
+        return int(count)
+
+    @_serialised
     def claim(self, size: int) -> list[Claimed]:
         """Take up to `size` pending rows for this sender; concurrent PostgreSQL senders skip each other's."""
         ids = (

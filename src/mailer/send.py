@@ -32,8 +32,8 @@ from mailer.smtp import DeliveryError, FileTransport, SMTPConnection, SMTPSetupE
 from mailer.unsubscribe import make_token, unsubscribe_url
 
 FLUSH_SECONDS = 0.05
-Progress = Callable[[int, int], None]
-"""Called with (messages sent, messages failed) so far."""
+Progress = Callable[[int, int, int], None]
+"""Called with (messages sent, messages failed, messages this run set out to send)."""
 
 
 class SendIncomplete(MailerError):
@@ -158,6 +158,7 @@ class _Run:
     outcomes: list[Outcome]
     released: list[int]
     signer: DkimSigner | None = None
+    total: int = 0
     fatal: BaseException | None = None
     pause_until: float = 0.0
     last_contact: float = 0.0
@@ -216,7 +217,7 @@ class _Run:
         else:
             self.summary.failed_temporary += 1
         if self.progress:
-            self.progress(self.summary.sent, self.summary.failed_temporary + self.summary.failed_permanent)
+            self.progress(self.summary.sent, self.summary.failed_temporary + self.summary.failed_permanent, self.total)
 
 
 async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
@@ -311,6 +312,7 @@ async def send_to_list(
             released=[],
             last_contact=time.monotonic(),
             signer=dkim_signer(settings, template),
+            total=await asyncio.to_thread(ledger.pending),
         )
         factory = transport_factory or (lambda: SMTPConnection(settings))
         workers = settings.smtp_pool_size
