@@ -200,7 +200,9 @@ class Ledger:
 
     @_serialised
     def pending(self) -> int:
-        count = self.conn.execute(sa.select(sa.func.count()).where(self._where(deliveries.c.status == PENDING))).scalar_one()
+        count = self.conn.execute(
+            sa.select(sa.func.count()).where(self._where(deliveries.c.status == PENDING))
+        ).scalar_one()
         self.conn.commit()
         return int(count)
 

@@ -250,10 +250,11 @@ async def _worker(run: _Run, queue: asyncio.Queue[Claimed | None], transport: Tr
 
 
 async def _feed(run: _Run, queue: asyncio.Queue[Claimed | None], workers: int) -> None:
-    """Claim one pool's worth at a time, and the next only when the queue has drained.
+    """Claim one pool's worth at a time, one batch ahead of the workers.
 
-    At most two pools' worth of rows are claimed but not yet recorded at any moment: that,
-    plus what was accepted in the last FLUSH_SECONDS, bounds the "uncertain" rows after a crash.
+    At most three pools' worth of rows (in flight, queued, and the batch being queued) are
+    claimed but not yet recorded at any moment: that, plus what was accepted in the last
+    FLUSH_SECONDS, bounds the "uncertain" rows after a crash.
     """
     try:
         while not run.stop.is_set():
@@ -262,7 +263,6 @@ async def _feed(run: _Run, queue: asyncio.Queue[Claimed | None], workers: int) -
                 break
             for item in claimed:
                 await queue.put(item)
-            await queue.join()
     finally:
         for _ in range(workers):
             await queue.put(None)

@@ -43,15 +43,12 @@ class SMTPSetupError(MailerError):
     """The relay cannot be used at all (login refused, TLS failure, unknown host): the send stops."""
 
 
+_NOT_CANONICAL = re.compile(rb"\r\n\.|\r(?!\n)|(?<!\r)\n")
+
+
 def is_canonical(data: bytes) -> bool:
-    """CRLF line endings only, ends with CRLF, no line starts with a dot."""
-    return (
-        data.endswith(b"\r\n")
-        and b"\r\n." not in data
-        and not data.startswith(b".")
-        and data.count(b"\n") == data.count(b"\r\n")
-        and data.count(b"\r") == data.count(b"\r\n")
-    )
+    """CRLF line endings only, ends with CRLF, no line starts with a dot: one scan of the bytes."""
+    return data.endswith(b"\r\n") and not data.startswith(b".") and _NOT_CANONICAL.search(data) is None
 
 
 def canonical(data: bytes) -> bytes:
