@@ -88,3 +88,20 @@ def test_refused_login_names_the_server_and_user(send_settings: Settings) -> Non
         controller.stop()
     assert str(caught.value).startswith(f"SMTP server 127.0.0.1:{port} refused the login for 'news': 535")
     assert "wrong-password" not in str(caught.value)
+
+
+def test_template_messages_are_canonical_by_construction(rendered) -> None:  # type: ignore[no-untyped-def]
+    import datetime as dt
+
+    from mailer.message import MessageTemplate, Recipient
+
+    template = MessageTemplate(rendered["2015-10"], subject="S", sender="news@icmpd.org")
+    data = template.build(
+        Recipient(".dot@example.org", ".Dot\\nName", "https://x.org/u/1"),
+        message_id="<1@x>",
+        date=dt.datetime.now(dt.UTC),
+    )
+    plain = bytes(data)
+    crlf = plain.count(b"\r\n")
+    assert plain.count(b"\n") == crlf == plain.count(b"\r") and b"\r\n." not in plain and plain.endswith(b"\r\n")
+    assert max(len(line) for line in plain.split(b"\r\n")) <= 998

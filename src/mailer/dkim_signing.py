@@ -7,6 +7,7 @@ from pathlib import Path
 import dkim
 
 from mailer.errors import ConfigError
+from mailer.smtp import WireBytes
 
 SIGNED_HEADERS = [
     b"from",
@@ -39,4 +40,5 @@ class DkimSigner:
             header = dkim.sign(message, self._selector, self._domain, self._key, include_headers=SIGNED_HEADERS)
         except dkim.KeyFormatError as error:
             raise ConfigError(f"dkim_key_file: not a usable private key ({error})") from None
-        return bytes(header) + message
+        signed = bytes(header) + message
+        return WireBytes(signed) if isinstance(message, WireBytes) else signed

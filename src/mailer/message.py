@@ -22,6 +22,7 @@ from typing import Any
 
 from mailer.errors import MailerError
 from mailer.render import PLACEHOLDERS, RenderedIssue
+from mailer.smtp import WireBytes
 
 CRLF = b"\r\n"
 _PLACEHOLDER = re.compile("(" + "|".join(re.escape(p) for p in PLACEHOLDERS.values()) + ")")
@@ -152,8 +153,8 @@ class MessageTemplate:
         """Unique without a system call per message: a random prefix per send plus a counter."""
         return f"<{self._message_id_prefix}.{next(self._message_ids)}@{self.domain}>"
 
-    def build(self, recipient: Recipient, *, message_id: str, date: Any) -> bytes:
-        """The whole message for one recipient, CRLF line endings, ready for DATA."""
+    def build(self, recipient: Recipient, *, message_id: str, date: Any) -> WireBytes:
+        """The whole message for one recipient, CRLF line endings, ready for DATA as it is."""
         values = {"email": recipient.email, "name": recipient.name, "unsubscribe_url": recipient.unsubscribe_url}
         unsubscribe = f"<{recipient.unsubscribe_url}>"
         if self.unsubscribe_mailto:
@@ -163,6 +164,16 @@ class MessageTemplate:
             + f"Date: {format_datetime(date)}\r\nMessage-ID: {message_id}\r\n".encode("ascii")
             + _encoded_header("List-Unsubscribe", unsubscribe)
         )
-        return b"".join(
-            (headers, self._head, self._text_head, self._text(values), self._html_head, self._html(values), self._tail)
+        return WireBytes(
+            b"".join(
+                (
+                    headers,
+                    self._head,
+                    self._text_head,
+                    self._text(values),
+                    self._html_head,
+                    self._html(values),
+                    self._tail,
+                )
+            )
         )

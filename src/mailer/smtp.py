@@ -43,12 +43,22 @@ class SMTPSetupError(MailerError):
     """The relay cannot be used at all (login refused, TLS failure, unknown host): the send stops."""
 
 
-_NOT_CANONICAL = re.compile(rb"\r\n\.|\r(?!\n)|(?<!\r)\n")
+class WireBytes(bytes):
+    """Bytes made canonical by construction (message.py): CRLF only, no line starting with a dot."""
 
 
 def is_canonical(data: bytes) -> bool:
-    """CRLF line endings only, ends with CRLF, no line starts with a dot: one scan of the bytes."""
-    return data.endswith(b"\r\n") and not data.startswith(b".") and _NOT_CANONICAL.search(data) is None
+    """CRLF line endings only, ends with CRLF, no line starts with a dot."""
+    if isinstance(data, WireBytes):
+        return True
+    crlf = data.count(b"\r\n")
+    return (
+        data.endswith(b"\r\n")
+        and not data.startswith(b".")
+        and b"\r\n." not in data
+        and data.count(b"\n") == crlf
+        and data.count(b"\r") == crlf
+    )
 
 
 def canonical(data: bytes) -> bytes:
