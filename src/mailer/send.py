@@ -176,7 +176,7 @@ class _Run:
     async def deliver(self, transport: Transport, claimed: Claimed) -> Outcome | None:
         """Send one message with retries; None when the send stopped before it could be tried."""
         message_id = self.template.new_message_id()
-        data = self.template.build(self.recipient(claimed), message_id=message_id, date=dt.datetime.now(dt.UTC))
+        data: bytes = self.template.build(self.recipient(claimed), message_id=message_id, date=dt.datetime.now(dt.UTC))
         if self.signer is not None:
             data = self.signer.sign(data)
         attempts = claimed.attempts
@@ -339,7 +339,7 @@ async def send_test(settings: Settings, issue_path: Path, address: str) -> str:
     """One message to one address, outside the ledger: for proofreading in a real mail client."""
     _, template = build_template(issue_path, settings, list_name=None)
     recipient = Recipient(address, "", f"{settings.archive_url.rstrip('/')}/unsubscribe/test")
-    data = template.build(recipient, message_id=template.new_message_id(), date=dt.datetime.now(dt.UTC))
+    data: bytes = template.build(recipient, message_id=template.new_message_id(), date=dt.datetime.now(dt.UTC))
     signer = dkim_signer(settings, template)
     if signer is not None:
         data = signer.sign(data)
