@@ -24,7 +24,6 @@ from mailer.errors import MailerError
 from mailer.render import PLACEHOLDERS, RenderedIssue
 from mailer.smtp import WireBytes
 
-CRLF = b"\r\n"
 _PLACEHOLDER = re.compile("(" + "|".join(re.escape(p) for p in PLACEHOLDERS.values()) + ")")
 _NAMES = {value: key for key, value in PLACEHOLDERS.items()}
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")

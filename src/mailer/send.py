@@ -135,6 +135,14 @@ def dkim_signer(settings: Settings, template: MessageTemplate) -> DkimSigner | N
     return DkimSigner(settings.dkim_key_file, settings.dkim_selector, template.domain)
 
 
+def personal_recipient(
+    settings: Settings, secret: str, list_id_value: int, subscriber_id: int, email: str, name: str
+) -> Recipient:
+    """The per-recipient values of one message, with its signed unsubscribe link."""
+    token = make_token(secret, subscriber_id, list_id_value)
+    return Recipient(email, name, unsubscribe_url(settings.archive_url, token))
+
+
 def _secret(settings: Settings) -> str:
     if settings.unsubscribe_secret is None:
         raise ConfigError(
@@ -164,9 +172,8 @@ class _Run:
     last_contact: float = 0.0
 
     def recipient(self, claimed: Claimed) -> Recipient:
-        token = make_token(self.secret, claimed.subscriber_id, self.ledger.list_id)
-        return Recipient(
-            claimed.email, claimed.name, unsubscribe_url(self.settings.archive_url, token), claimed.attributes
+        return personal_recipient(
+            self.settings, self.secret, self.ledger.list_id, claimed.subscriber_id, claimed.email, claimed.name
         )
 
     def backoff(self, attempts: int) -> float:
@@ -359,8 +366,7 @@ async def dry_run(engine: Engine, settings: Settings, issue_path: Path, list_nam
     lid = list_id(engine, list_name)
     transport = FileTransport(out_dir)
     for subscriber in mailable_subscribers(engine, list_name):
-        token = make_token(secret, subscriber.id, lid)
-        recipient = Recipient(subscriber.email, subscriber.name, unsubscribe_url(settings.archive_url, token))
+        recipient = personal_recipient(settings, secret, lid, subscriber.id, subscriber.email, subscriber.name)
         data = template.build(recipient, message_id=template.new_message_id(), date=dt.datetime.now(dt.UTC))
         await transport.send(template.sender_address, subscriber.email, data)
     return transport.count
