@@ -18,7 +18,6 @@ The machine is noisy: only compare figures from within one run.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import datetime as dt
 import email.message
@@ -114,7 +113,7 @@ def process_cpu(pid: int) -> float | None:
 def child(args: argparse.Namespace) -> None:
     """Run one send_to_list and print its figures as one JSON line."""
     from mailer.database import open_database
-    from mailer.send import send_to_list
+    from mailer.send import run, send_to_list
 
     settings = make_settings(args.port, args.database_url, args.pool)
     engine = open_database(args.database_url)
@@ -129,7 +128,7 @@ def child(args: argparse.Namespace) -> None:
             first.extend((time.perf_counter(), cpu_seconds(), sent + failed))
 
     started = time.perf_counter()
-    summary = asyncio.run(send_to_list(engine, settings, ISSUE, LIST, progress=progress))
+    summary = run(send_to_list(engine, settings, ISSUE, LIST, progress=progress))
     ended = time.perf_counter()
     cpu_end = cpu_seconds()
     wall, cpu = ended - started, cpu_end - cpu_before

@@ -204,3 +204,36 @@ def test_export_round_trips_through_import(staff: Engine, tmp_path: Path) -> Non
     report = import_subscribers(staff, "press", write(tmp_path, out.getvalue(), "export.csv"))
     assert report.added == 3 and report.invalid == []
     assert emails(staff, "press") == emails(staff, "staff")
+
+
+def test_a_database_from_an_older_version_is_upgraded_when_opened(database_url: str) -> None:
+    import sqlalchemy as sa
+    from alembic import command
+    from alembic.config import Config
+
+    from mailer.database import MIGRATIONS, open_database
+
+    old = sa.create_engine(database_url)
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with old.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0001")
+    with old.connect() as connection:
+        assert not sa.inspect(connection).has_table("deliveries")
+    old.dispose()
+
+    engine = open_database(database_url)
+    with engine.connect() as connection:
+        assert sa.inspect(connection).has_table("deliveries")
+    create_list(engine, "staff")
+    assert list_summaries(engine)[0].name == "staff"
+    engine.dispose()
+
+
+def test_the_newest_migration_file_is_alembics_head() -> None:
+    from alembic.script import ScriptDirectory
+
+    from mailer.database import MIGRATIONS, head_revision
+
+    assert head_revision() == ScriptDirectory(str(MIGRATIONS)).get_current_head()

@@ -266,8 +266,6 @@ def send(
     config_file: Path | None,
 ) -> None:
     """Send an issue to a list, exactly once per subscriber; run it again to resume."""
-    import asyncio
-
     from mailer import send as sending
     from mailer.settings import load_settings
 
@@ -280,17 +278,17 @@ def send(
                 raise MailerError("no issue file named; name it, or pass --yes to send the newest one")
             click.confirm(f"Send {issue_file} to '{list_name}'?", abort=True)
     if test_address:
-        click.echo(asyncio.run(sending.send_test(settings, issue_file, test_address)))
+        click.echo(sending.run(sending.send_test(settings, issue_file, test_address)))
         return
     if not list_name:
         raise click.UsageError("name the list with --list (or a single address with --to)")
     engine = _database(config_file)
     if dry_run:
         folder = out_dir or Path("build") / issue_file.stem / "eml"
-        count = asyncio.run(sending.dry_run(engine, settings, issue_file, list_name, folder))
+        count = sending.run(sending.dry_run(engine, settings, issue_file, list_name, folder))
         click.echo(f"dry run: wrote {count} messages to {folder}/; nothing was sent")
         return
-    summary = asyncio.run(_send_with_progress(engine, settings, issue_file, list_name, retry_failed, include_permanent))
+    summary = sending.run(_send_with_progress(engine, settings, issue_file, list_name, retry_failed, include_permanent))
     click.echo(summary.line())
     if summary.failed_temporary or summary.failed_permanent or summary.interrupted:
         sys.exit(ExitStatus.DELIVERY_FAILED)

@@ -10,8 +10,6 @@ import datetime as dt
 from pathlib import Path
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import ArgumentError, OperationalError
 
@@ -96,7 +94,26 @@ def _describe(url: sa.URL) -> str:
     return url.render_as_string(hide_password=True)
 
 
+def head_revision() -> str:
+    """The newest migration, from the file names (NNNN_what.py): no need to import Alembic to know it."""
+    return max(path.name.split("_", 1)[0] for path in (MIGRATIONS / "versions").glob("[0-9]*_*.py"))
+
+
+def _is_current(engine: Engine) -> bool:
+    with engine.connect() as connection:
+        if not sa.inspect(connection).has_table("alembic_version"):
+            return False
+        version = connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
+    return version == head_revision()
+
+
 def _migrate(engine: Engine) -> None:
+    """Bring the schema to the newest migration; Alembic (about 11 MB) is imported only when there is work."""
+    if _is_current(engine):
+        return
+    from alembic import command
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     with engine.begin() as connection:
