@@ -142,3 +142,25 @@ def test_every_command_has_help_and_is_in_the_readme() -> None:
     for name, command in cli.commands.items():  # type: ignore[attr-defined]
         assert command.help, name
         assert f"mailer {name}" in readme, f"README does not mention `mailer {name}`"
+
+
+def test_publish_writes_the_static_archive_and_refuses_while_an_issue_file_is_broken(project: Path) -> None:
+    result = mailer("publish", "-o", "site", cwd=project)
+    assert result.returncode == 0, result.stderr
+    assert [re.sub(r"\d+\.\d KB", "N KB", line) for line in result.stdout.splitlines()] == [
+        "site/index.html  N KB",
+        "site/feed.xml  N KB",
+        "site/2016-02/index.html  N KB",
+        "published 1 issues to site/ for https://newsletter.icmpd.org",
+    ]
+    published = (project / "site" / "2016-02" / "index.html").read_text(encoding="utf-8")
+
+    (project / "issues" / "2016-03.yaml").write_text("title: March\n", encoding="utf-8")
+    broken = mailer("publish", "-o", "site", cwd=project)
+    assert broken.returncode == 1
+    assert broken.stderr.splitlines() == [
+        "issues/2016-03.yaml:1:1: date: required field is missing",
+        "issues/2016-03.yaml:1:1: preheader: required field is missing",
+        "site: not published; fix the issue files above first",
+    ]
+    assert (project / "site" / "2016-02" / "index.html").read_text(encoding="utf-8") == published

@@ -93,6 +93,7 @@ def test_describe_settings_names_every_value_and_where_it_came_from(monkeypatch:
         'branding.address = ["Gonzagagasse 1", "1010 Vienna, Austria"]  (mailer.toml)',
         'branding.social = [{"label": "ICMPD on Twitter", "url": "https://twitter.com/ICMPD", "icon": "https://www.icmpd.org/twitter.png"}]  (mailer.toml)',
         'branding.links_heading = "Connect with us"  (default)',
+        'issues_dir = "issues"  (default)',
         'templates_dir = "my-templates"  (flag)',
         'database_url = "sqlite:///mailer.sqlite3"  (default)',
         'smtp_host = "mail.example.org"  (mailer.toml)',
@@ -111,6 +112,8 @@ def test_describe_settings_names_every_value_and_where_it_came_from(monkeypatch:
         'sender = "ICMPD Newsletter <newsletter@icmpd.org>"  (mailer.toml)',
         'reply_to = "office@icmpd.org"  (flag)',
         "unsubscribe_secret = (not set)  (default)",
+        "confirm_hours = 48.0  (default)",
+        "subscribe_per_ip_per_hour = 10  (default)",
         "dkim_key_file = null  (default)",
         "dkim_selector = null  (default)",
     ]

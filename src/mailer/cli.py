@@ -128,22 +128,39 @@ def lists(ctx: click.Context, config_file: Path | None) -> None:
     width = max(4, *(len(s.name) for s in summaries))
     click.echo(f"{'NAME':<{width}}  {'SUBSCRIBED':>10}  {'UNSUBSCRIBED':>12}  {'SUPPRESSED':>10}  DESCRIPTION")
     for s in summaries:
+        description = f"{s.description} [public]".strip() if s.public else s.description
         click.echo(
-            f"{s.name:<{width}}  {s.subscribed:>10}  {s.unsubscribed:>12}  {s.suppressed:>10}  {s.description}".rstrip()
+            f"{s.name:<{width}}  {s.subscribed:>10}  {s.unsubscribed:>12}  {s.suppressed:>10}  {description}".rstrip()
         )
 
 
 @lists.command("create")
 @click.argument("name")
-@click.option("--description", default="", help="What the list is for.")
+@click.option("--description", default="", help="What the list is for (shown on its subscribe page).")
+@click.option(
+    "--public", is_flag=True, help="Anyone may subscribe on the public web (mailer serve), with double opt-in."
+)
 @config_option
 @reports_errors
-def lists_create(name: str, description: str, config_file: Path | None) -> None:
+def lists_create(name: str, description: str, public: bool, config_file: Path | None) -> None:
     """Create a list."""
     from mailer.lists import create_list
 
-    create_list(_database(config_file), name, description)
-    click.echo(f"created list '{name}'")
+    create_list(_database(config_file), name, description, public=public)
+    click.echo(f"created list '{name}'" + (" (public: /subscribe/" + name + ")" if public else ""))
+
+
+@lists.command("public")
+@click.argument("name")
+@click.option("--off", is_flag=True, help="Close the list's subscribe page again.")
+@config_option
+@reports_errors
+def lists_public(name: str, off: bool, config_file: Path | None) -> None:
+    """Open (or with --off close) a list's subscribe page on the public web."""
+    from mailer.lists import set_public
+
+    set_public(_database(config_file), name, not off)
+    click.echo(f"list '{name}' is {'private' if off else f'public: /subscribe/{name}'}")
 
 
 @cli.group()
@@ -398,6 +415,90 @@ def preview(files: tuple[Path, ...], port: int, host: str, no_open: bool, config
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run())
     click.echo("preview stopped")
+
+
+@cli.command()
+@click.option("-o", "--output", "out_dir", type=click.Path(path_type=Path), default=Path("site"), show_default=True)
+@click.option("--issues", "issues_dir", type=click.Path(path_type=Path, file_okay=False), help="Folder of issue files.")
+@config_option
+@reports_errors
+def publish(out_dir: Path, issues_dir: Path | None, config_file: Path | None) -> None:
+    """Write the archive as static files (index, Atom feed, each issue's web version) for any web server."""
+    from mailer.archive import publish as publish_site
+    from mailer.archive import scan_archive
+    from mailer.settings import load_settings
+
+    settings = load_settings(config_file, **({"issues_dir": issues_dir} if issues_dir else {}))
+    scan = scan_archive(settings.issues_dir, settings)
+    if scan.problems:
+        raise MailerError("\n".join([*scan.problems, f"{out_dir}: not published; fix the issue files above first"]))
+    for draft in scan.drafts:
+        click.echo(f"{draft.path}: dated {draft.date}, a draft until then; not published")
+    for path, size in publish_site(settings.issues_dir, out_dir, settings):
+        click.echo(f"{path}  {size / 1024:.1f} KB")
+    click.echo(f"published {len(scan.entries)} issues to {out_dir}/ for {settings.archive_url}")
+
+
+@cli.command()
+@click.option(
+    "--host", default="127.0.0.1", show_default=True, help="Address to listen on (loopback unless you say otherwise)."
+)
+@click.option("--port", default=8080, show_default=True, help="Port to listen on.")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64), help="Worker processes.")
+@click.option(
+    "--proxy-headers",
+    is_flag=True,
+    help="Behind a reverse proxy: take the client address and scheme from X-Forwarded-For/-Proto.",
+)
+@click.option(
+    "--forwarded-allow-ips",
+    default="127.0.0.1",
+    show_default=True,
+    help="With --proxy-headers: the proxies trusted to set them (comma-separated, or *).",
+)
+@click.option("--issues", "issues_dir", type=click.Path(path_type=Path, file_okay=False), help="Folder of issue files.")
+@config_option
+@reports_errors
+def serve(
+    host: str,
+    port: int,
+    workers: int,
+    proxy_headers: bool,
+    forwarded_allow_ips: str,
+    issues_dir: Path | None,
+    config_file: Path | None,
+) -> None:
+    """The public web: the archive, "view in browser" pages, unsubscribe and subscribe."""
+    import logging
+    import os
+
+    import uvicorn
+
+    from mailer.preview import check_port_free
+    from mailer.public_web import check_serve_settings
+    from mailer.settings import CONFIG_ENV, load_settings
+
+    if config_file is not None:
+        os.environ[CONFIG_ENV] = str(config_file.resolve())
+    if issues_dir is not None:
+        os.environ["MAILER_ISSUES_DIR"] = str(issues_dir.resolve())
+    settings = load_settings(config_file)
+    check_serve_settings(settings)
+    _database(config_file).dispose()
+    check_port_free(host, port)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    click.echo(f"serving {settings.issues_dir}/ at http://{host}:{port}/ for {settings.archive_url} (Ctrl-C to stop)")
+    uvicorn.run(
+        "mailer.public_web:app_from_environment",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        proxy_headers=proxy_headers,
+        forwarded_allow_ips=forwarded_allow_ips,
+        access_log=False,  # request lines carry unsubscribe and confirmation tokens
+        log_level="warning",
+    )
 
 
 def main() -> None:

@@ -25,6 +25,7 @@ lists = sa.Table(
     sa.Column("name", sa.String(100), nullable=False, unique=True),
     sa.Column("description", sa.Text, nullable=False, server_default=""),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("public", sa.Boolean, nullable=False, server_default=sa.false()),
 )
 
 subscribers = sa.Table(

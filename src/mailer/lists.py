@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import difflib
 import re
 from collections.abc import Iterator
@@ -70,6 +71,7 @@ class ListSummary:
     subscribed: int
     unsubscribed: int
     suppressed: int
+    public: bool = False
 
 
 @dataclass(frozen=True)
@@ -98,13 +100,35 @@ def list_id(engine: Engine, name: str) -> int:
         return _list_id(conn, name)
 
 
-def create_list(engine: Engine, name: str, description: str = "") -> None:
+def create_list(engine: Engine, name: str, description: str = "", *, public: bool = False) -> None:
     if not LIST_NAME.match(name):
         raise MailerError(f"list name '{name}': use lower-case letters, digits, - and _ (e.g. staff, press-2016)")
     with engine.begin() as conn:
         if conn.execute(sa.select(lists.c.id).where(lists.c.name == name)).first():
             raise MailerError(f"list '{name}' already exists")
-        conn.execute(sa.insert(lists).values(name=name, description=description, created_at=now()))
+        conn.execute(sa.insert(lists).values(name=name, description=description, public=public, created_at=now()))
+
+
+def set_public(engine: Engine, name: str, public: bool) -> None:
+    """Whether anyone may subscribe to the list themselves on the public web (mailer serve)."""
+    with engine.begin() as conn:
+        conn.execute(sa.update(lists).where(lists.c.id == _list_id(conn, name)).values(public=public))
+
+
+@dataclass(frozen=True)
+class PublicList:
+    id: int
+    name: str
+    description: str
+
+
+def public_list(engine: Engine, name: str) -> PublicList | None:
+    """The list of that name if people may subscribe to it on the web; None for private or unknown lists alike."""
+    with engine.connect() as conn:
+        row = conn.execute(
+            sa.select(lists.c.id, lists.c.name, lists.c.description).where(lists.c.name == name, lists.c.public)
+        ).first()
+    return PublicList(row.id, row.name, row.description) if row else None
 
 
 def _suppressed() -> sa.Exists:
@@ -123,9 +147,10 @@ def list_summaries(engine: Engine) -> list[ListSummary]:
             sa.func.count().filter(sa.and_(status == SUBSCRIBED, ~suppressed)),
             sa.func.count().filter(status == UNSUBSCRIBED),
             sa.func.count().filter(sa.and_(status == SUBSCRIBED, suppressed)),
+            lists.c.public,
         )
         .select_from(lists.outerjoin(memberships).outerjoin(subscribers))
-        .group_by(lists.c.id, lists.c.name, lists.c.description)
+        .group_by(lists.c.id, lists.c.name, lists.c.description, lists.c.public)
         .order_by(lists.c.name)
     )
     with engine.connect() as conn:
@@ -232,6 +257,70 @@ def unsubscribe(engine: Engine, address: str, *, reason: str = "unsubscribed", n
                 .values(status=UNSUBSCRIBED, changed_at=stamp)
             ).rowcount
         )
+
+
+@dataclass(frozen=True)
+class Membership:
+    subscriber_id: int
+    email: str
+    name: str
+    list_id: int
+    list_name: str
+    list_description: str
+    status: str | None
+    changed_at: dt.datetime | None
+
+
+def membership(engine: Engine, subscriber_id: int, list_id_value: int) -> Membership | None:
+    """A subscriber and a list as an unsubscribe link names them; None if either no longer exists."""
+    with engine.connect() as conn:
+        row = conn.execute(
+            sa.select(
+                subscribers.c.id,
+                subscribers.c.email,
+                subscribers.c.name,
+                lists.c.id.label("list_id"),
+                lists.c.name.label("list_name"),
+                lists.c.description,
+                memberships.c.status,
+                memberships.c.changed_at,
+            )
+            .select_from(
+                subscribers.join(lists, sa.true()).outerjoin(
+                    memberships,
+                    sa.and_(memberships.c.subscriber_id == subscribers.c.id, memberships.c.list_id == lists.c.id),
+                )
+            )
+            .where(subscribers.c.id == subscriber_id, lists.c.id == list_id_value)
+        ).first()
+    return Membership(*row) if row else None
+
+
+def find_subscriber_id(engine: Engine, address: str) -> int | None:
+    with engine.connect() as conn:
+        found = conn.execute(sa.select(subscribers.c.id).where(subscribers.c.email_key == address.lower())).scalar()
+    return int(found) if found is not None else None
+
+
+def list_name_of(engine: Engine, list_id_value: int) -> str | None:
+    with engine.connect() as conn:
+        found = conn.execute(sa.select(lists.c.name).where(lists.c.id == list_id_value)).scalar()
+    return str(found) if found is not None else None
+
+
+def unsubscribe_from_list(engine: Engine, subscriber_id: int, list_id_value: int) -> bool:
+    """End one membership now (an unsubscribe link); False if it had already ended. Later sends honour it."""
+    with engine.begin() as conn:
+        changed = conn.execute(
+            sa.update(memberships)
+            .where(
+                memberships.c.subscriber_id == subscriber_id,
+                memberships.c.list_id == list_id_value,
+                memberships.c.status == SUBSCRIBED,
+            )
+            .values(status=UNSUBSCRIBED, changed_at=now())
+        ).rowcount
+    return bool(changed)
 
 
 def mailable_subscribers(engine: Engine, list_name: str, *, batch: int = 1000) -> Iterator[Subscriber]:

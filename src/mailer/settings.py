@@ -128,6 +128,9 @@ class Settings(BaseSettings):
         None, description="Base URL of the public web version; issue 2016-02 is published at <public_url>/2016-02/."
     )
     branding: Branding = Branding()
+    issues_dir: Path = Field(
+        Path("issues"), description="The issue files the archive (mailer serve, mailer publish) lists."
+    )
     templates_dir: Path | None = Field(None, description="A folder of templates replacing the built-in ones.")
 
     database_url: str = Field(
@@ -163,6 +166,12 @@ class Settings(BaseSettings):
     reply_to: Mailbox | None = Field(None, description="Reply-To: header, same form as sender.")
     unsubscribe_secret: Annotated[SecretStr | None, AfterValidator(check_secret_length)] = Field(
         None, description=f"Signs unsubscribe links; at least {MIN_SECRET_LENGTH} characters."
+    )
+    confirm_hours: float = Field(
+        48, gt=0, le=24 * 30, description="Hours a subscription's confirmation link stays valid (double opt-in)."
+    )
+    subscribe_per_ip_per_hour: int = Field(
+        10, ge=1, description="Subscribe requests one IP address may make per hour on the public web."
     )
     dkim_key_file: Path | None = Field(None, description="PEM private key to DKIM-sign messages with.")
     dkim_selector: str | None = Field(

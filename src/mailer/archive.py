@@ -1,0 +1,350 @@
+"""The public archive: which issues are published, their index page, Atom feed and web versions, and a static export.
+
+Pure functions over the issues folder: the web app (mailer serve) calls them per request, the
+CLI (mailer publish) once. An issue is published when it validates and its date has come; a
+broken file is left out and reported, never breaking the archive.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+import shutil
+import tempfile
+import xml.etree.ElementTree as ET
+from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from markupsafe import Markup
+
+from mailer.errors import MailerError
+from mailer.load import load_issue
+from mailer.model import Issue
+from mailer.render import render_issue
+from mailer.settings import Settings
+from mailer.templates import default_templates_dir
+
+PAGE_TEMPLATES = Path(__file__).parent / "archive_page"
+MARKER = ".mailer-publish"
+"""Written into every export: only a folder holding it may be replaced by the next publish."""
+MARKER_TEXT = "Made by mailer publish; the next publish replaces this whole folder.\n"
+RESERVED_SLUGS = frozenset({"feed.xml", "index.html", "subscribe", "unsubscribe", "confirm"})
+"""Names the archive's own pages and the web app's routes use; an issue file cannot take them."""
+
+ATOM = "http://www.w3.org/2005/Atom"
+XML_LANG = "{http://www.w3.org/XML/1998/namespace}lang"
+
+_SLUG = re.compile(r"[0-9A-Za-z][0-9A-Za-z._-]{0,99}")
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+_NOT_CSS_FONT = re.compile(r"[^\w\s,'\"-]")
+
+
+@dataclass(frozen=True)
+class ArchiveEntry:
+    """One published issue as the index and the feed list it."""
+
+    slug: str
+    title: str
+    date: dt.date
+    preheader: str
+    url: str
+    path: Path
+    language: str = "en"
+
+
+@dataclass(frozen=True)
+class ArchiveScan:
+    """What the issues folder holds: published issues newest first, drafts (dated later), and broken files."""
+
+    entries: list[ArchiveEntry]
+    drafts: list[ArchiveEntry]
+    problems: list[str]
+
+
+def is_slug(slug: str) -> bool:
+    """A name safe as one URL path segment and one file name: no '/', no '..', no hidden files."""
+    return _SLUG.fullmatch(slug) is not None and slug not in RESERVED_SLUGS
+
+
+def _stat(path: Path) -> tuple[int, int] | None:
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return info.st_mtime_ns, info.st_size
+
+
+@lru_cache(maxsize=256)
+def _load(path: Path, mtime_ns: int, size: int) -> Issue | tuple[str, ...]:
+    """Parse each version of a file once; the index is asked for far more often than issues change."""
+    try:
+        return load_issue(path)
+    except MailerError as error:
+        return tuple(error.lines())
+
+
+def _entry(path: Path, issue: Issue, settings: Settings) -> ArchiveEntry:
+    slug = path.stem
+    return ArchiveEntry(
+        slug=slug,
+        title=issue.title,
+        date=issue.date,
+        preheader=issue.preheader,
+        url=settings.web_url(slug),
+        path=path,
+        language=issue.language,
+    )
+
+
+def scan_archive(folder: Path, settings: Settings, *, today: dt.date | None = None) -> ArchiveScan:
+    """Sort the issue files into published, drafts and problems; one broken file never hides the others."""
+    if not folder.is_dir():
+        raise MailerError(f"{folder}: no such folder of issues; set issues_dir to the folder holding the *.yaml files")
+    today = today or dt.date.today()
+    entries: list[ArchiveEntry] = []
+    drafts: list[ArchiveEntry] = []
+    problems: list[str] = []
+    for path in sorted(folder.glob("*.yaml")):
+        if path.name.startswith("."):
+            continue  # editors' lock and backup files, not issues
+        if not is_slug(path.stem):
+            problems.append(
+                f"{path}: {path.stem!r} cannot be a web address; name issue files with letters, digits, '.', '_' "
+                f"and '-' only, not starting with '.' and not {', '.join(sorted(RESERVED_SLUGS))}"
+            )
+            continue
+        stamp = _stat(path)
+        loaded = _load(path, *stamp) if stamp else (f"{path}: cannot read",)
+        if isinstance(loaded, tuple):
+            problems.extend(loaded)
+            continue
+        entry = _entry(path, loaded, settings)
+        (drafts if entry.date > today else entries).append(entry)
+    entries.sort(key=lambda e: (e.date, e.slug), reverse=True)
+    drafts.sort(key=lambda e: (e.date, e.slug), reverse=True)
+    return ArchiveScan(entries, drafts, problems)
+
+
+def archive_entries(folder: Path, settings: Settings, *, today: dt.date | None = None) -> list[ArchiveEntry]:
+    """The published issues, newest first; `scan_archive` also says which files were left out and why."""
+    return scan_archive(folder, settings, today=today).entries
+
+
+class _Same:
+    """Compares by identity, so a render cache keyed on it never serves one Settings' output for another."""
+
+    __slots__ = ("settings",)
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def __hash__(self) -> int:
+        return id(self.settings)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Same) and other.settings is self.settings
+
+
+def _templates_stamp(settings: Settings) -> tuple[int, int]:
+    """Newest mtime and count of the email templates, so an edited template is not served stale."""
+    newest, count = 0, 0
+    for root, _, names in os.walk(settings.templates_dir or default_templates_dir()):
+        for name in names:
+            stamp = _stat(Path(root, name))
+            if stamp:
+                newest, count = max(newest, stamp[0]), count + 1
+    return newest, count
+
+
+@lru_cache(maxsize=32)
+def _render_web(path: Path, mtime_ns: int, size: int, same: _Same, templates: tuple[int, int]) -> str:
+    """A render costs ~40 ms; a busy archive renders each version of an issue once."""
+    loaded = _load(path, mtime_ns, size)
+    if isinstance(loaded, tuple):
+        raise MailerError("\n".join(loaded))
+    return render_issue(loaded, path.stem, same.settings).web_html
+
+
+def web_page(folder: Path, slug: str, settings: Settings, *, today: dt.date | None = None) -> str | None:
+    """The web version of a published issue; None for anything else (unknown, draft, broken, or a bad slug)."""
+    if not is_slug(slug):
+        return None
+    path = folder / f"{slug}.yaml"
+    stamp = _stat(path)
+    if stamp is None or not path.is_file():
+        return None
+    loaded = _load(path, *stamp)
+    if isinstance(loaded, tuple) or loaded.date > (today or dt.date.today()):
+        return None
+    return _render_web(path, *stamp, _Same(settings), _templates_stamp(settings))
+
+
+def human_date(day: dt.date) -> str:
+    return f"{day.day} {day:%B %Y}"
+
+
+def _css_font(font_family: str) -> Markup:
+    """The configured font list, safe inside <style>: quotes kept as quotes, nothing that could end the block."""
+    return Markup(_NOT_CSS_FONT.sub("", font_family))
+
+
+@lru_cache(maxsize=1)
+def _pages() -> Environment:
+    return Environment(
+        loader=FileSystemLoader(PAGE_TEMPLATES),
+        autoescape=select_autoescape(default=True, default_for_string=True),
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+
+
+def _home(settings: Settings) -> str:
+    return settings.archive_url.rstrip("/") + "/"
+
+
+def archive_title(settings: Settings) -> str:
+    return f"{settings.branding.name} newsletter archive"
+
+
+def index_page(entries: Iterable[ArchiveEntry], settings: Settings) -> str:
+    """The archive's front page; its links are relative, so it works served at / and as a static export."""
+    return (
+        _pages()
+        .get_template("index.html")
+        .render(
+            title=archive_title(settings),
+            archive_url=_home(settings),
+            branding=settings.branding,
+            colours=settings.branding.colours,
+            font=_css_font(settings.branding.font_family),
+            entries=[
+                {
+                    "href": f"{entry.slug}/",
+                    "title": entry.title,
+                    "iso_date": entry.date.isoformat(),
+                    "date": human_date(entry.date),
+                    "preheader": entry.preheader,
+                    "language": entry.language,
+                }
+                for entry in entries
+            ],
+        )
+    )
+
+
+def _rfc3339(day: dt.date) -> str:
+    return f"{day.isoformat()}T00:00:00Z"
+
+
+def _add(parent: ET.Element, tag: str, text: str | None = None, **attributes: str) -> ET.Element:
+    element = ET.SubElement(parent, tag, {key: _NOT_XML.sub("", value) for key, value in attributes.items()})
+    if text is not None:
+        element.text = _NOT_XML.sub("", text)
+    return element
+
+
+def atom_feed(entries: Iterable[ArchiveEntry], settings: Settings) -> str:
+    """An Atom 1.0 feed with absolute links, so readers can follow it from anywhere."""
+    home = _home(settings)
+    listed = list(entries)
+    updated = max((entry.date for entry in listed), default=None)
+    feed = ET.Element("feed", {"xmlns": ATOM})
+    _add(feed, "id", home)
+    _add(feed, "title", archive_title(settings))
+    _add(feed, "updated", _rfc3339(updated) if updated else dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
+    _add(feed, "link", rel="self", type="application/atom+xml", href=f"{home}feed.xml")
+    _add(feed, "link", rel="alternate", type="text/html", href=home)
+    author = _add(feed, "author")
+    _add(author, "name", settings.branding.name)
+    if settings.branding.website:
+        _add(author, "uri", settings.branding.website)
+    for entry in listed:
+        item = _add(feed, "entry", **{XML_LANG: entry.language})
+        _add(item, "id", entry.url)
+        _add(item, "title", entry.title)
+        _add(item, "updated", _rfc3339(entry.date))
+        _add(item, "published", _rfc3339(entry.date))
+        _add(item, "link", rel="alternate", type="text/html", href=entry.url)
+        _add(item, "summary", entry.preheader)
+    ET.indent(feed)
+    return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(feed, encoding="unicode") + "\n"
+
+
+def _publish_target(out_dir: Path) -> Path:
+    """Where the export goes; refuses anything that is not a previous export, an empty folder or a new name."""
+    target = out_dir.resolve() if out_dir.is_symlink() else Path(os.path.abspath(out_dir))
+    if not target.name:
+        raise MailerError(f"{out_dir}: cannot publish into the root folder; name a folder for the site")
+    if target.exists() and not target.is_dir():
+        raise MailerError(f"{out_dir}: exists and is not a folder; choose another output folder")
+    if target.is_dir() and any(target.iterdir()) and not (target / MARKER).is_file():
+        raise MailerError(
+            f"{out_dir}: not empty and not made by mailer publish (no {MARKER} in it); "
+            "publish into a new or empty folder, nothing was changed"
+        )
+    return target
+
+
+def _write(path: Path, content: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        handle.write(content)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _stage(target: Path, files: dict[str, str]) -> Path:
+    """Write the whole site into a hidden sibling of the target, so the swap is two renames on one file system."""
+    staging: Path | None = None
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".publishing", dir=target.parent))
+        staging.chmod(0o755)  # mkdtemp's 0700 would hide the site from the web server's user
+        for name, content in {MARKER: MARKER_TEXT, **files}.items():
+            _write(staging / name, content)
+    except OSError as error:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+        raise MailerError(
+            f"{error.filename or target}: cannot write: {error.strerror}; the previous export is unchanged"
+        ) from None
+    return staging
+
+
+def _swap(staging: Path, target: Path) -> None:
+    old = staging.with_name(staging.name.removesuffix(".publishing") + ".old")
+    moved = False
+    try:
+        if target.exists():
+            os.rename(target, old)
+            moved = True
+        os.rename(staging, target)
+    except OSError as error:
+        if moved and not target.exists():
+            os.rename(old, target)
+        shutil.rmtree(staging, ignore_errors=True)
+        raise MailerError(f"{target}: cannot replace the previous export: {error.strerror}; it is unchanged") from None
+    if moved:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def publish(folder: Path, out_dir: Path, settings: Settings, *, today: dt.date | None = None) -> list[tuple[Path, int]]:
+    """Export the archive as static files; everything is rendered first and swapped in whole, or nothing changes."""
+    target = _publish_target(out_dir)
+    scan = scan_archive(folder, settings, today=today)
+    files = {"index.html": index_page(scan.entries, settings), "feed.xml": atom_feed(scan.entries, settings)}
+    templates = _templates_stamp(settings)
+    for entry in scan.entries:
+        stamp = _stat(entry.path)
+        if stamp is None:
+            raise MailerError(f"{entry.path}: disappeared while publishing; nothing was changed")
+        files[f"{entry.slug}/index.html"] = _render_web(entry.path, *stamp, _Same(settings), templates)
+    _publish_target(out_dir)  # again: someone may have written into it while we rendered
+    _swap(_stage(target, files), target)
+    return [(out_dir / name, len(content.encode("utf-8"))) for name, content in files.items()]

@@ -1,0 +1,413 @@
+"""The public web behind every email's links (mailer serve): archive, web versions, unsubscribe, subscribe.
+
+- Unsubscribe links carry a signed token (unsubscribe.py). GET only shows a page with a
+  button, because mail scanners follow links; POST unsubscribes. A POST whose body is
+  `List-Unsubscribe=One-Click` (RFC 8058, sent by Gmail and Yahoo) unsubscribes at once.
+- Subscribing is double opt-in: the form mails a signed, expiring link (confirmation.py) in
+  the background and answers the same whatever the address, so nobody can probe who is
+  subscribed; only the link's button subscribes. Forms carry a CSRF token tied to a cookie;
+  subscribe requests are limited per IP address.
+"""
+
+from __future__ import annotations
+
+import collections
+import email.policy
+import email.utils
+import hashlib
+import hmac
+import logging
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from sqlalchemy.engine import Engine
+from starlette.applications import Starlette
+from starlette.background import BackgroundTask
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.routing import Route
+
+from mailer import archive
+from mailer.confirmation import SubscribeRequest, confirmation_message, make_confirm_token, read_confirm_token
+from mailer.database import SUBSCRIBED, UNSUBSCRIBED, open_database
+from mailer.errors import ConfigError, MailerError
+from mailer.lists import (
+    InvalidAddress,
+    Membership,
+    PublicList,
+    add_subscriber,
+    find_subscriber_id,
+    list_name_of,
+    membership,
+    normalise_email,
+    public_list,
+    suppression_reason,
+    unsubscribe,
+    unsubscribe_from_list,
+)
+from mailer.message import header_safe
+from mailer.settings import Settings, load_settings
+from mailer.smtp import DeliveryError, SMTPConnection
+from mailer.unsubscribe import BadToken, read_token
+
+PAGES = Path(__file__).parent / "web_page"
+CSRF_COOKIE = "mailer_csrf"
+ONE_CLICK = "One-Click"
+MAX_NAME = 200
+log = logging.getLogger("mailer.serve")
+
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; img-src https: http: data:; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+}
+"""Token pages must not leak their URL (Referer) nor be framed (clickjacking the button)."""
+
+
+class AttemptsPerAddress:
+    """A sliding window of requests per client IP, in memory (per worker process)."""
+
+    def __init__(self, limit: int, window_seconds: float = 3600, max_addresses: int = 100_000) -> None:
+        self.limit = limit
+        self.window = window_seconds
+        self.max_addresses = max_addresses
+        self._seen: collections.OrderedDict[str, collections.deque[float]] = collections.OrderedDict()
+
+    def allow(self, address: str) -> bool:
+        now = time.monotonic()
+        stamps = self._seen.pop(address, None) or collections.deque()
+        while stamps and now - stamps[0] > self.window:
+            stamps.popleft()
+        allowed = len(stamps) < self.limit
+        if allowed:
+            stamps.append(now)
+        self._seen[address] = stamps
+        while len(self._seen) > self.max_addresses:
+            self._seen.popitem(last=False)
+        return allowed
+
+
+def masked(address: str) -> str:
+    """Enough of an address for its owner to recognise it, not enough to harvest it from a forwarded link."""
+    local, _, domain = address.partition("@")
+    return f"{local[:2]}•••@{domain}"
+
+
+@dataclass
+class PublicWeb:
+    settings: Settings
+    engine: Engine
+    secret: str
+    limiter: AttemptsPerAddress
+
+    def __post_init__(self) -> None:
+        self.pages = Environment(
+            loader=FileSystemLoader(PAGES), autoescape=select_autoescape(default=True), undefined=StrictUndefined
+        )
+
+    # --- pages, CSRF ---------------------------------------------------------------------------
+
+    def csrf_value(self, cookie: str) -> str:
+        return hmac.new(self.secret.encode(), b"csrf:" + cookie.encode(), hashlib.sha256).hexdigest()[:40]
+
+    def page(
+        self,
+        request: Request,
+        template: str,
+        *,
+        status: int = 200,
+        background: BackgroundTask | None = None,
+        **context: Any,
+    ) -> Response:
+        cookie = request.cookies.get(CSRF_COOKIE) or secrets.token_urlsafe(24)
+        html = self.pages.get_template(template).render(
+            branding=self.settings.branding, csrf=self.csrf_value(cookie), **context
+        )
+        response = HTMLResponse(html, status_code=status, headers=SECURITY_HEADERS, background=background)
+        response.headers["Cache-Control"] = "no-store"
+        if request.cookies.get(CSRF_COOKIE) != cookie:
+            response.set_cookie(
+                CSRF_COOKIE,
+                cookie,
+                httponly=True,
+                samesite="lax",
+                secure=self.settings.archive_url.startswith("https:") and request.url.scheme == "https",
+            )
+        return response
+
+    def csrf_ok(self, request: Request, form: FormData) -> bool:
+        cookie = request.cookies.get(CSRF_COOKIE)
+        sent = form.get("csrf")
+        return bool(cookie) and isinstance(sent, str) and hmac.compare_digest(sent, self.csrf_value(cookie or ""))
+
+    def expired_form(self, request: Request) -> Response:
+        return self.page(
+            request,
+            "message.html",
+            status=403,
+            title="Please try again",
+            text="This form has expired. Reload the page and send it again.",
+        )
+
+    def invalid_link(self, request: Request, text: str = "This link is not valid.") -> Response:
+        return self.page(request, "message.html", status=400, title="Link not valid", text=text)
+
+    # --- unsubscribe ---------------------------------------------------------------------------
+
+    async def _member(self, token: str) -> Membership | None:
+        try:
+            subscriber_id, list_id = read_token(self.secret, token)
+        except BadToken:
+            return None
+        return await run_in_threadpool(membership, self.engine, subscriber_id, list_id)
+
+    async def unsubscribe_page(self, request: Request) -> Response:
+        member = await self._member(request.path_params["token"])
+        if member is None:
+            return self.invalid_link(request)
+        return self.page(
+            request,
+            "unsubscribe.html",
+            address=masked(member.email),
+            list_title=member.list_description or member.list_name,
+            subscribed=member.status == SUBSCRIBED,
+        )
+
+    async def unsubscribe_post(self, request: Request) -> Response:
+        member = await self._member(request.path_params["token"])
+        form = await request.form()
+        if form.get("List-Unsubscribe") == ONE_CLICK:
+            if member is None:
+                return PlainTextResponse("this unsubscribe link is not valid", status_code=400)
+            await run_in_threadpool(unsubscribe_from_list, self.engine, member.subscriber_id, member.list_id)
+            log.info("one-click unsubscribe: subscriber %s from list %s", member.subscriber_id, member.list_name)
+            return PlainTextResponse("unsubscribed", headers=SECURITY_HEADERS)
+        if member is None:
+            return self.invalid_link(request)
+        if not self.csrf_ok(request, form):
+            return self.expired_form(request)
+        everywhere = form.get("scope") == "all"
+        if everywhere:
+            await run_in_threadpool(unsubscribe, self.engine, member.email, reason="unsubscribed", note="web")
+        else:
+            await run_in_threadpool(unsubscribe_from_list, self.engine, member.subscriber_id, member.list_id)
+        log.info(
+            "unsubscribe: subscriber %s from %s", member.subscriber_id, "all lists" if everywhere else member.list_name
+        )
+        return self.page(
+            request,
+            "unsubscribed.html",
+            address=masked(member.email),
+            list_title=member.list_description or member.list_name,
+            everywhere=everywhere,
+        )
+
+    # --- subscribe -----------------------------------------------------------------------------
+
+    async def _public_list(self, request: Request) -> PublicList | None:
+        return await run_in_threadpool(public_list, self.engine, request.path_params["list"])
+
+    async def subscribe_page(self, request: Request) -> Response:
+        mailing_list = await self._public_list(request)
+        if mailing_list is None:
+            return self.page(request, "message.html", status=404, title="Not found", text="There is no such list.")
+        return self.page(request, "subscribe.html", mailing_list=mailing_list, name="", email="", error="")
+
+    async def subscribe_post(self, request: Request) -> Response:
+        mailing_list = await self._public_list(request)
+        if mailing_list is None:
+            return self.page(request, "message.html", status=404, title="Not found", text="There is no such list.")
+        form = await request.form()
+        if not self.csrf_ok(request, form):
+            return self.expired_form(request)
+        client = request.client.host if request.client else "unknown"
+        if not self.limiter.allow(client):
+            return self.page(
+                request,
+                "message.html",
+                status=429,
+                title="Too many requests",
+                text="Too many subscribe requests from your network. Please try again in an hour.",
+            )
+        name = header_safe(str(form.get("name") or ""))[:MAX_NAME]
+        typed = str(form.get("email") or "")[:320]
+        try:
+            address, _ = normalise_email(typed)
+        except InvalidAddress:
+            return self.page(
+                request,
+                "subscribe.html",
+                status=400,
+                mailing_list=mailing_list,
+                name=name,
+                email=typed,
+                error="Please enter a valid email address.",
+            )
+        token = make_confirm_token(self.secret, mailing_list.id, address, name)
+        link = f"{self.settings.archive_url.rstrip('/')}/confirm/{token}"
+        task = BackgroundTask(self.send_confirmation, mailing_list, address, name, link)
+        return self.page(request, "check_inbox.html", mailing_list=mailing_list, background=task)
+
+    async def send_confirmation(self, mailing_list: PublicList, address: str, name: str, link: str) -> None:
+        """After the response, so its timing says nothing about the address; suppressed addresses get nothing."""
+
+        def suppressed() -> bool:
+            with self.engine.connect() as conn:
+                return suppression_reason(conn, address.lower()) is not None
+
+        if await run_in_threadpool(suppressed):
+            return
+        message = confirmation_message(self.settings, mailing_list, address, name, link)
+        connection = SMTPConnection(self.settings)
+        try:
+            await connection.send(
+                email.utils.parseaddr(self.settings.sender or "")[1],
+                address,
+                message.as_bytes(policy=email.policy.SMTP),
+            )
+        except (DeliveryError, MailerError) as error:
+            log.warning("confirmation mail for list %s not sent: %s", mailing_list.name, error)
+        finally:
+            await connection.close()
+
+    async def confirm_page(self, request: Request) -> Response:
+        try:
+            wanted = read_confirm_token(
+                self.secret, request.path_params["token"], max_age_hours=self.settings.confirm_hours
+            )
+        except BadToken as error:
+            return self.invalid_link(request, str(error).capitalize() + ".")
+        return self.page(request, "confirm.html", address=masked(wanted.email))
+
+    async def confirm_post(self, request: Request) -> Response:
+        try:
+            wanted = read_confirm_token(
+                self.secret, request.path_params["token"], max_age_hours=self.settings.confirm_hours
+            )
+        except BadToken as error:
+            return self.invalid_link(request, str(error).capitalize() + ".")
+        form = await request.form()
+        if not self.csrf_ok(request, form):
+            return self.expired_form(request)
+        outcome = await run_in_threadpool(self._confirm, wanted)
+        return self.page(request, "message.html", status=200 if outcome[0] else 409, title=outcome[1], text=outcome[2])
+
+    def _confirm(self, wanted: SubscribeRequest) -> tuple[bool, str, str]:
+        engine, address = self.engine, wanted.email
+        mailing = None
+        sid = find_subscriber_id(engine, address)
+        if sid is not None:
+            mailing = membership(engine, sid, wanted.list_id)
+        if mailing is not None and mailing.status == SUBSCRIBED:
+            return (
+                True,
+                "You are subscribed",
+                f"{masked(address)} already receives {mailing.list_description or mailing.list_name}.",
+            )
+        if mailing is not None and mailing.status == UNSUBSCRIBED and mailing.changed_at is not None:
+            changed = (
+                mailing.changed_at
+                if mailing.changed_at.tzinfo
+                else mailing.changed_at.replace(tzinfo=wanted.issued.tzinfo)
+            )
+            if changed >= wanted.issued:
+                return (
+                    False,
+                    "Link already used",
+                    "This address unsubscribed after this link was sent; subscribe again to receive it.",
+                )
+        list_name = list_name_of(engine, wanted.list_id)
+        if list_name is None:
+            return False, "Link not valid", "This list no longer exists."
+        try:
+            add_subscriber(engine, list_name, address, name=wanted.name)
+        except MailerError:
+            return (
+                False,
+                "Not subscribed",
+                "This address cannot be subscribed. Contact us if you think this is a mistake.",
+            )
+        log.info("subscribe confirmed: list %s", list_name)
+        return True, "You are subscribed", f"Thank you: {masked(address)} will receive the next issue."
+
+    # --- archive ------------------------------------------------------------------------------
+
+    def unavailable(self, request: Request, error: MailerError) -> Response:
+        """A broken template or a missing issues folder: the operator's problem, logged; visitors get a 500."""
+        log.error("archive: %s", "; ".join(error.lines()))
+        return self.page(
+            request, "message.html", status=500, title="Not available", text="This page is not available right now."
+        )
+
+    async def index(self, request: Request) -> Response:
+        try:
+            scan = await run_in_threadpool(archive.scan_archive, self.settings.issues_dir, self.settings)
+        except MailerError as error:
+            return self.unavailable(request, error)
+        return HTMLResponse(archive.index_page(scan.entries, self.settings), headers=SECURITY_HEADERS)
+
+    async def feed(self, request: Request) -> Response:
+        try:
+            scan = await run_in_threadpool(archive.scan_archive, self.settings.issues_dir, self.settings)
+        except MailerError as error:
+            return self.unavailable(request, error)
+        return Response(
+            archive.atom_feed(scan.entries, self.settings), media_type="application/atom+xml; charset=utf-8"
+        )
+
+    async def web_version(self, request: Request) -> Response:
+        slug = request.path_params["slug"]
+        try:
+            html = await run_in_threadpool(archive.web_page, self.settings.issues_dir, slug, self.settings)
+        except MailerError as error:
+            return self.unavailable(request, error)
+        if html is None:
+            return self.page(request, "message.html", status=404, title="Not found", text="There is no such issue.")
+        return HTMLResponse(html, headers=SECURITY_HEADERS)
+
+    async def web_version_redirect(self, request: Request) -> Response:
+        return RedirectResponse(f"{request.url.path}/", status_code=308)
+
+
+def _routes(web: PublicWeb) -> list[Route]:
+    return [
+        Route("/", web.index),
+        Route("/feed.xml", web.feed),
+        Route("/unsubscribe/{token}", web.unsubscribe_page, methods=["GET"]),
+        Route("/unsubscribe/{token}", web.unsubscribe_post, methods=["POST"]),
+        Route("/subscribe/{list}", web.subscribe_page, methods=["GET"]),
+        Route("/subscribe/{list}", web.subscribe_post, methods=["POST"]),
+        Route("/confirm/{token}", web.confirm_page, methods=["GET"]),
+        Route("/confirm/{token}", web.confirm_post, methods=["POST"]),
+        Route("/{slug}/", web.web_version),
+        Route("/{slug}", web.web_version_redirect),
+    ]
+
+
+def check_serve_settings(settings: Settings) -> str:
+    """What serving needs, checked at start: the public URL, the secret, a sender for confirmation mail."""
+    settings.archive_url  # noqa: B018 - raises ConfigError with advice when public_url is missing
+    if settings.unsubscribe_secret is None:
+        raise ConfigError("unsubscribe_secret is not set; mailer serve verifies the links sends signed with it")
+    if not settings.sender:
+        raise ConfigError("sender is not set; mailer serve mails subscription confirmations from it")
+    return settings.unsubscribe_secret.get_secret_value()
+
+
+def create_app(settings: Settings, engine: Engine) -> Starlette:
+    secret = check_serve_settings(settings)
+    web = PublicWeb(settings, engine, secret, AttemptsPerAddress(settings.subscribe_per_ip_per_hour))
+    return Starlette(routes=_routes(web))
+
+
+def app_from_environment() -> Starlette:
+    """The app for uvicorn's workers: settings from $MAILER_CONFIG and the environment, as the CLI set them."""
+    settings = load_settings()
+    return create_app(settings, open_database(settings.database_url))

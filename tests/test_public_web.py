@@ -1,0 +1,442 @@
+"""`mailer serve` over real HTTP: archive, web versions, unsubscribe (page and RFC 8058 one-click), double opt-in.
+
+The server runs as a real process on 127.0.0.1 against the test database and mails
+confirmations to the aiosmtpd server of the `smtp_server` fixture.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import datetime as dt
+import email
+import email.policy
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from email.message import EmailMessage
+from pathlib import Path
+
+import httpx
+import pytest
+from itsdangerous import TimestampSigner, URLSafeTimedSerializer
+from sqlalchemy.engine import Engine
+
+from mailer.confirmation import CONFIRM_SALT
+from mailer.database import open_database
+from mailer.lists import add_subscriber, create_list, mailable_subscribers, unsubscribe
+from mailer.send import send_to_list
+from mailer.settings import Settings, load_settings
+from mailer.unsubscribe import make_token
+from tests.browser import chromium, local_only
+from tests.conftest import ROOT, SECRET
+from tests.smtp_server import SMTPServer, free_port
+
+ONE_CLICK = {"List-Unsubscribe": "One-Click"}
+OUTPUT = ROOT / "test-output"
+
+
+class PublicServer:
+    """`mailer serve` in a child process; `url` is also its public_url, so emails link back to it."""
+
+    def __init__(self, workdir: Path, env: dict[str, str]) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {**env, "MAILER_PUBLIC_URL": self.url}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "mailer", "serve", "--port", str(self.port)],
+            cwd=workdir,
+            env={**self.env, "PYTHONUNBUFFERED": "1"},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        line = self.process.stdout.readline()  # type: ignore[union-attr]
+        assert line.startswith("serving issues/ at http://127.0.0.1:"), line + self.process.stderr.read()  # type: ignore[union-attr]
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                httpx.get(f"{self.url}/feed.xml", timeout=2)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "mailer serve did not answer"
+                time.sleep(0.1)
+
+    def settings(self) -> Settings:
+        return load_settings(
+            ROOT / "mailer.toml",
+            public_url=self.url,
+            database_url=self.env["MAILER_DATABASE_URL"],
+            smtp_host="127.0.0.1",
+            smtp_port=int(self.env["MAILER_SMTP_PORT"]),
+            smtp_tls="none",
+            sender=self.env["MAILER_SENDER"],
+            unsubscribe_secret=SECRET,
+            smtp_pool_size=2,
+        )
+
+    def stop(self) -> str:
+        self.process.terminate()
+        _, errors = self.process.communicate(timeout=20)
+        return errors
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    shutil.copy(ROOT / "mailer.toml", tmp_path / "mailer.toml")
+    shutil.copytree(ROOT / "issues", tmp_path / "issues")
+    return tmp_path
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    engine = open_database(database_url)
+    create_list(engine, "staff", "All staff")
+    create_list(engine, "news", "ICMPD Monthly Update", public=True)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def server(workdir: Path, engine: Engine, database_url: str, smtp_server: SMTPServer) -> Iterator[PublicServer]:
+    env = {
+        **os.environ,
+        "MAILER_DATABASE_URL": database_url,
+        "MAILER_SMTP_HOST": "127.0.0.1",
+        "MAILER_SMTP_PORT": str(smtp_server.port),
+        "MAILER_SMTP_TLS": "none",
+        "MAILER_SENDER": "ICMPD Newsletter <newsletter@icmpd.org>",
+        "MAILER_UNSUBSCRIBE_SECRET": SECRET,
+        "MAILER_SUBSCRIBE_PER_IP_PER_HOUR": "4",
+    }
+    public = PublicServer(workdir, env)
+    yield public
+    errors = public.stop()
+    assert "Traceback" not in errors, errors
+
+
+def csrf_of(page: httpx.Response) -> str:
+    found = re.search(r'name="csrf" value="([^"]+)"', page.text)
+    assert found, page.text
+    return found.group(1)
+
+
+def status_of(engine: Engine, list_name: str, address: str) -> bool:
+    return address in [s.email for s in mailable_subscribers(engine, list_name)]
+
+
+def wait_for_mail(smtp_server: SMTPServer, count: int, timeout: float = 10) -> list[EmailMessage]:
+    deadline = time.monotonic() + timeout
+    while len(smtp_server.recorder.messages) < count:
+        assert time.monotonic() < deadline, f"{len(smtp_server.recorder.messages)} of {count} messages arrived"
+        time.sleep(0.05)
+    return [
+        email.message_from_bytes(m.data, policy=email.policy.default)  # type: ignore[misc]
+        for m in smtp_server.recorder.messages
+    ]
+
+
+def unsubscribe_link(engine: Engine, server: PublicServer, address: str, list_name: str = "staff") -> str:
+    from mailer.lists import find_subscriber_id, list_id
+
+    sid = find_subscriber_id(engine, address)
+    assert sid is not None
+    return f"{server.url}/unsubscribe/{make_token(SECRET, sid, list_id(engine, list_name))}"
+
+
+# --- archive -----------------------------------------------------------------------------------
+
+
+def test_archive_lists_issues_and_the_emails_view_in_browser_link_leads_to_the_web_version(
+    server: PublicServer, engine: Engine, smtp_server: SMTPServer
+) -> None:
+    index = httpx.get(f"{server.url}/")
+    assert index.status_code == 200
+    assert index.text.index("February 2016 Monthly Update") < index.text.index("October 2015 Monthly Update")
+
+    add_subscriber(engine, "staff", "ana@example.org", name="Ana")
+    asyncio.run(send_to_list(engine, server.settings(), ROOT / "issues" / "2016-02.yaml", "staff"))
+    [message] = wait_for_mail(smtp_server, 1)
+    html = message.get_body(("html",)).get_content()  # type: ignore[union-attr]
+    view_link = re.search(r'not displayed properly, <a href="([^"]+)"', html)
+    assert view_link and view_link.group(1) == f"{server.url}/2016-02/"
+    page = httpx.get(view_link.group(1))
+    assert page.status_code == 200
+    assert "<title>February 2016 Monthly Update" in page.text
+    assert "ana@example.org" not in page.text and "unsubscribe/" not in page.text
+    assert httpx.get(f"{server.url}/2016-02").headers.get("location") == "/2016-02/"
+    assert httpx.get(f"{server.url}/1999-01/").status_code == 404
+
+    feed = httpx.get(f"{server.url}/feed.xml")
+    assert feed.headers["content-type"].startswith("application/atom+xml")
+    atom = "{http://www.w3.org/2005/Atom}"
+    entries = ET.fromstring(feed.content).findall(f"{atom}entry")
+    assert [e.findtext(f"{atom}title") for e in entries] == [
+        "February 2016 Monthly Update",
+        "October 2015 Monthly Update",
+    ]
+
+
+# --- unsubscribe ---------------------------------------------------------------------------------
+
+
+def test_one_click_post_as_gmail_sends_it_unsubscribes_at_once_and_later_sends_skip_the_address(
+    server: PublicServer, engine: Engine, smtp_server: SMTPServer
+) -> None:
+    add_subscriber(engine, "staff", "ana@example.org", name="Ana")
+    add_subscriber(engine, "staff", "bob@example.org", name="Bob")
+    settings = server.settings()
+    asyncio.run(send_to_list(engine, settings, ROOT / "issues" / "2015-10.yaml", "staff"))
+    messages = wait_for_mail(smtp_server, 2)
+    to_ana = next(m for m in messages if "ana@example.org" in str(m["To"]))
+    assert to_ana["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    link = re.search(r"<(http[^>]+)>", str(to_ana["List-Unsubscribe"]))
+    assert link
+
+    answer = httpx.post(
+        link.group(1),
+        content=b"List-Unsubscribe=One-Click",
+        headers={"Content-Type": "application/x-www-form-urlencoded", "User-Agent": "Google-Unsubscribe"},
+    )
+    assert answer.status_code == 200
+    assert not status_of(engine, "staff", "ana@example.org")
+    assert status_of(engine, "staff", "bob@example.org")
+
+    summary = asyncio.run(send_to_list(engine, settings, ROOT / "issues" / "2016-02.yaml", "staff"))
+    assert (summary.sent, summary.skipped) == (1, 0)
+    delivered = smtp_server.recorder.delivered()
+    assert delivered["ana@example.org"] == 1 and delivered["bob@example.org"] == 2
+
+    assert httpx.post(link.group(1), data=ONE_CLICK).status_code == 200  # a replay changes nothing
+    assert not status_of(engine, "staff", "ana@example.org")
+
+
+def test_get_only_shows_a_button_and_the_post_unsubscribes_from_one_list_or_all(
+    server: PublicServer, engine: Engine
+) -> None:
+    for list_name in ("staff", "news"):
+        add_subscriber(engine, list_name, "ana@example.org", name="Ana")
+    link = unsubscribe_link(engine, server, "ana@example.org")
+    with httpx.Client() as browser:
+        page = browser.get(link)
+        assert page.status_code == 200
+        assert "Stop sending <strong>All staff</strong> to an•••@example.org?" in page.text
+        assert page.headers["referrer-policy"] == "no-referrer"
+        assert status_of(engine, "staff", "ana@example.org"), "a GET (mail scanners follow links) must not unsubscribe"
+
+        done = browser.post(link, data={"csrf": csrf_of(page), "scope": "list"})
+        assert done.status_code == 200 and "You are unsubscribed" in done.text
+        assert not status_of(engine, "staff", "ana@example.org")
+        assert status_of(engine, "news", "ana@example.org")
+
+        page = browser.get(link)
+        assert "no longer receives" in page.text
+        browser.post(link, data={"csrf": csrf_of(page), "scope": "all"})
+    assert not status_of(engine, "news", "ana@example.org")
+    with pytest.raises(Exception, match="suppressed"):
+        add_subscriber(engine, "news", "ana@example.org")
+
+
+def test_tampered_and_foreign_tokens_are_refused_alike_and_forms_need_their_csrf_token(
+    server: PublicServer, engine: Engine
+) -> None:
+    add_subscriber(engine, "staff", "ana@example.org", name="Ana")
+    good = unsubscribe_link(engine, server, "ana@example.org")
+    sid, lid, signature = good.rsplit("/", 1)[1].split(".")
+    other_person = f"{server.url}/unsubscribe/{int(sid) + 1}.{lid}.{signature}"
+    flipped = f"{server.url}/unsubscribe/{sid}.{lid}.{signature[:-1]}{'A' if signature[-1] != 'A' else 'B'}"
+    foreign = f"{server.url}/unsubscribe/{make_token('f' * 40, int(sid), int(lid))}"
+    nobody = f"{server.url}/unsubscribe/{make_token('f' * 40, 424242, int(lid))}"
+    answers = [httpx.get(url) for url in (other_person, flipped, foreign, nobody, f"{server.url}/unsubscribe/x")]
+    assert {a.status_code for a in answers} == {400}
+    assert len({a.text for a in answers}) == 1, "the answer must not depend on whether an address exists"
+    for url in (other_person, flipped, foreign):
+        assert httpx.post(url, data=ONE_CLICK).status_code == 400
+
+    assert httpx.post(good, data={"scope": "all"}).status_code == 403
+    with httpx.Client() as browser:
+        page = browser.get(good)
+        browser.cookies.clear()
+        assert browser.post(good, data={"csrf": csrf_of(page), "scope": "all"}).status_code == 403
+    assert status_of(engine, "staff", "ana@example.org")
+
+
+# --- subscribe ---------------------------------------------------------------------------------
+
+
+def subscribe(
+    browser: httpx.Client, server: PublicServer, address: str, name: str, list_name: str = "news"
+) -> httpx.Response:
+    page = browser.get(f"{server.url}/subscribe/{list_name}")
+    assert page.status_code == 200, page.text
+    return browser.post(
+        f"{server.url}/subscribe/{list_name}", data={"csrf": csrf_of(page), "email": address, "name": name}
+    )
+
+
+def confirmation_link(message: EmailMessage) -> str:
+    found = re.search(r"(http://\S+/confirm/\S+)", message.get_content())
+    assert found, message.get_content()
+    return found.group(1)
+
+
+def test_double_opt_in_subscribes_only_after_the_confirmation_button(
+    server: PublicServer, engine: Engine, smtp_server: SMTPServer
+) -> None:
+    with httpx.Client() as browser:
+        answer = subscribe(browser, server, "Zoe@example.org", "Zoë Müller")
+        assert answer.status_code == 200 and "Check your inbox" in answer.text
+        [mail] = wait_for_mail(smtp_server, 1)
+        assert smtp_server.recorder.messages[0].recipients == ["Zoe@example.org"]
+        assert str(mail["To"]) == "Zoë Müller <Zoe@example.org>"
+        assert not status_of(engine, "news", "Zoe@example.org")
+
+        link = confirmation_link(mail)
+        page = browser.get(link)
+        assert "Confirm subscription" in page.text
+        assert not status_of(engine, "news", "Zoe@example.org"), "following the link alone must not subscribe"
+        done = browser.post(link, data={"csrf": csrf_of(page)})
+        assert done.status_code == 200 and "You are subscribed" in done.text
+        assert status_of(engine, "news", "Zoe@example.org")
+        [subscriber] = [s for s in mailable_subscribers(engine, "news") if s.email == "Zoe@example.org"]
+        assert subscriber.name == "Zoë Müller"
+
+        unsubscribe(engine, "zoe@example.org")  # then someone replays the old confirmation link
+        page = browser.get(link)
+        replay = browser.post(link, data={"csrf": csrf_of(page)})
+        assert replay.status_code == 409
+        assert not status_of(engine, "news", "Zoe@example.org")
+
+
+def test_expired_and_forged_confirmation_links_subscribe_nobody(server: PublicServer, engine: Engine) -> None:
+    class LongAgo(TimestampSigner):
+        def get_timestamp(self) -> int:
+            return int(time.time() - 49 * 3600)
+
+    from mailer.lists import list_id as id_of
+
+    list_id = id_of(engine, "news")
+    expired = URLSafeTimedSerializer(SECRET, salt=CONFIRM_SALT, signer=LongAgo).dumps([list_id, "old@example.org", ""])
+    forged = URLSafeTimedSerializer("f" * 40, salt=CONFIRM_SALT).dumps([list_id, "forged@example.org", ""])
+    for token in (expired, forged, "nonsense"):
+        page = httpx.get(f"{server.url}/confirm/{token}")
+        assert page.status_code == 400 and "not valid or has expired" in page.text
+        assert httpx.post(f"{server.url}/confirm/{token}", data={"csrf": "x"}).status_code == 400
+    assert list(mailable_subscribers(engine, "news")) == []
+
+
+def test_subscribe_answers_alike_for_any_address_and_resists_abuse(
+    server: PublicServer, engine: Engine, smtp_server: SMTPServer
+) -> None:
+    add_subscriber(engine, "news", "member@example.org")
+    unsubscribe(engine, "blocked@example.org", reason="complained")
+    with httpx.Client() as browser:
+        answers = [
+            subscribe(browser, server, address, "")
+            for address in ("member@example.org", "blocked@example.org", "new@example.org")
+        ]
+        assert [a.status_code for a in answers] == [200, 200, 200]
+        assert len({a.text for a in answers}) == 1
+        invalid = subscribe(browser, server, "not-an-address", "")
+        assert invalid.status_code == 400 and "valid email address" in invalid.text
+        assert subscribe(browser, server, "fifth@example.org", "").status_code == 429
+    mails = wait_for_mail(smtp_server, 2)
+    time.sleep(0.5)
+    assert sorted(r for m in smtp_server.recorder.messages for r in m.recipients) == [
+        "member@example.org",
+        "new@example.org",
+    ], "a suppressed address gets nothing"
+    assert len(mails) == 2
+
+    assert httpx.get(f"{server.url}/subscribe/staff").status_code == 404, "private lists have no form"
+    assert httpx.get(f"{server.url}/subscribe/nope").text == httpx.get(f"{server.url}/subscribe/staff").text
+
+
+def test_a_name_cannot_inject_headers_into_the_confirmation_mail(
+    server: PublicServer, engine: Engine, smtp_server: SMTPServer
+) -> None:
+    with httpx.Client() as browser:
+        answer = subscribe(browser, server, "eve@example.org", "Eve\r\nBcc: victim@example.org\r\nSubject: hi")
+        assert answer.status_code == 200
+    [mail] = wait_for_mail(smtp_server, 1)
+    assert smtp_server.recorder.messages[0].recipients == ["eve@example.org"]
+    assert mail["Bcc"] is None
+    assert mail["Subject"] == "Confirm your subscription: ICMPD Monthly Update"
+    assert b"\r\nBcc:" not in smtp_server.recorder.messages[0].data
+    assert "victim" not in str(mail["To"]).split("<")[1]
+
+
+def test_serve_refuses_to_start_without_its_settings(workdir: Path, database_url: str) -> None:
+    env = {**os.environ, "MAILER_DATABASE_URL": database_url, "MAILER_SENDER": "News <news@example.org>"}
+    done = subprocess.run(
+        [sys.executable, "-m", "mailer", "serve", "--port", str(free_port())],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    assert done.stderr.strip().startswith("unsubscribe_secret is not set")
+    assert "Traceback" not in done.stderr
+
+
+def test_confirmation_tokens_expire_after_confirm_hours() -> None:
+    from mailer.confirmation import make_confirm_token, read_confirm_token
+    from mailer.unsubscribe import BadToken
+
+    token = make_confirm_token(SECRET, 3, "ana@example.org", "Ana")
+    request = read_confirm_token(SECRET, token, max_age_hours=48)
+    assert (request.list_id, request.email, request.name) == (3, "ana@example.org", "Ana")
+    assert abs(request.issued - dt.datetime.now(dt.UTC)) < dt.timedelta(seconds=5)
+    time.sleep(2.1)
+    with pytest.raises(BadToken):
+        read_confirm_token(SECRET, token, max_age_hours=1 / 3600)
+
+
+# --- in a browser ------------------------------------------------------------------------------
+
+
+def test_a_person_subscribes_confirms_receives_the_issue_and_unsubscribes(
+    server: PublicServer, engine: Engine, smtp_server: SMTPServer, tmp_path: Path
+) -> None:
+    with chromium() as browser:
+        page = browser.new_page()  # type: ignore[attr-defined]
+        page.route("**/*", local_only)
+        page.goto(f"{server.url}/subscribe/news")
+        page.get_by_label("Name").fill("Ana Alves")
+        page.get_by_label("Email address").fill("ana@example.org")
+        page.get_by_role("button", name="Subscribe").click()
+        page.get_by_role("heading", name="Check your inbox").wait_for()
+
+        [confirmation] = wait_for_mail(smtp_server, 1)
+        page.goto(confirmation_link(confirmation))
+        assert not status_of(engine, "news", "ana@example.org")
+        page.get_by_role("button", name="Confirm subscription").click()
+        page.get_by_role("heading", name="You are subscribed").wait_for()
+        assert status_of(engine, "news", "ana@example.org")
+
+        with concurrent.futures.ThreadPoolExecutor(1) as other_thread:  # Playwright's loop runs in this one
+            summary = other_thread.submit(
+                asyncio.run, send_to_list(engine, server.settings(), ROOT / "issues" / "2016-02.yaml", "news")
+            ).result()
+        assert summary.sent == 1
+        _, issue = wait_for_mail(smtp_server, 2)
+        email_html = issue.get_body(("html",)).get_content()  # type: ignore[union-attr]
+        opened = tmp_path / "email.html"
+        opened.write_text(email_html, encoding="utf-8")
+        page.goto(opened.as_uri())
+        with page.expect_navigation():
+            page.get_by_role("link", name="Unsubscribe").click()
+        assert re.match(rf"{re.escape(server.url)}/unsubscribe/\d+\.\d+\.", page.url)
+        page.get_by_role("button", name="Unsubscribe", exact=True).click()
+        page.get_by_role("heading", name="You are unsubscribed").wait_for()
+        OUTPUT.mkdir(exist_ok=True)
+        page.screenshot(path=str(OUTPUT / "unsubscribed.png"))
+        assert "will no longer receive ICMPD Monthly Update" in page.inner_text("main")
+    assert not status_of(engine, "news", "ana@example.org")
