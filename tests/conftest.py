@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import shutil
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -115,6 +116,14 @@ def engine(database_url: str) -> Iterator[Engine]:
     engine = open_database(database_url)
     yield engine
     engine.dispose()
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    """A content repository as users have one: mailer.toml and the real issues/, in a temp dir."""
+    shutil.copy(ROOT / "mailer.toml", tmp_path / "mailer.toml")
+    shutil.copytree(ROOT / "issues", tmp_path / "issues")
+    return tmp_path
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -38,13 +37,6 @@ class PreviewServer:
     def stop(self) -> None:
         self.process.terminate()
         self.process.wait(timeout=20)
-
-
-@pytest.fixture
-def workdir(tmp_path: Path) -> Path:
-    shutil.copy(ROOT / "mailer.toml", tmp_path / "mailer.toml")
-    shutil.copytree(ROOT / "issues", tmp_path / "issues")
-    return tmp_path
 
 
 @pytest.fixture

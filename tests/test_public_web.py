@@ -13,7 +13,6 @@ import email
 import email.policy
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -84,13 +83,6 @@ class PublicServer:
         self.process.terminate()
         _, errors = self.process.communicate(timeout=20)
         return errors
-
-
-@pytest.fixture
-def workdir(tmp_path: Path) -> Path:
-    shutil.copy(ROOT / "mailer.toml", tmp_path / "mailer.toml")
-    shutil.copytree(ROOT / "issues", tmp_path / "issues")
-    return tmp_path
 
 
 @pytest.fixture

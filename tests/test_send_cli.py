@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -17,15 +16,8 @@ from sqlalchemy.engine import Engine
 from mailer.database import open_database
 from mailer.lists import add_subscriber, create_list
 from mailer.settings import Settings
-from tests.conftest import ROOT, SECRET
+from tests.conftest import SECRET
 from tests.smtp_server import SMTPServer
-
-
-@pytest.fixture
-def workdir(tmp_path: Path) -> Path:
-    shutil.copy(ROOT / "mailer.toml", tmp_path / "mailer.toml")
-    shutil.copytree(ROOT / "issues", tmp_path / "issues")
-    return tmp_path
 
 
 def environment(settings: Settings, smtp_server: SMTPServer) -> dict[str, str]:

@@ -346,21 +346,24 @@ class PublicWeb:
             request, "message.html", status=500, title="Not available", text="This page is not available right now."
         )
 
-    async def index(self, request: Request) -> Response:
+    async def _published(self, request: Request) -> list[archive.ArchiveEntry] | Response:
         try:
             scan = await run_in_threadpool(archive.scan_archive, self.settings.issues_dir, self.settings)
         except MailerError as error:
             return self.unavailable(request, error)
-        return HTMLResponse(archive.index_page(scan.entries, self.settings), headers=SECURITY_HEADERS)
+        return scan.entries
+
+    async def index(self, request: Request) -> Response:
+        entries = await self._published(request)
+        if isinstance(entries, Response):
+            return entries
+        return HTMLResponse(archive.index_page(entries, self.settings), headers=SECURITY_HEADERS)
 
     async def feed(self, request: Request) -> Response:
-        try:
-            scan = await run_in_threadpool(archive.scan_archive, self.settings.issues_dir, self.settings)
-        except MailerError as error:
-            return self.unavailable(request, error)
-        return Response(
-            archive.atom_feed(scan.entries, self.settings), media_type="application/atom+xml; charset=utf-8"
-        )
+        entries = await self._published(request)
+        if isinstance(entries, Response):
+            return entries
+        return Response(archive.atom_feed(entries, self.settings), media_type="application/atom+xml; charset=utf-8")
 
     async def web_version(self, request: Request) -> Response:
         slug = request.path_params["slug"]
