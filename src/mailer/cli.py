@@ -501,6 +501,76 @@ def serve(
     )
 
 
+def _since_option(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """--since is a day (YYYY-MM-DD) or last-issue; anything else is a usage error saying so."""
+    import datetime as dt
+    import re
+
+    if value == "last-issue":
+        return value
+    try:
+        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+            return dt.date.fromisoformat(value).isoformat()
+    except ValueError:
+        pass
+    raise click.BadParameter(f"{value!r} is neither a day as YYYY-MM-DD (e.g. 2019-07-01) nor last-issue")
+
+
+@cli.command()
+@click.option("--feed", "source", required=True, metavar="FILE|URL", help="The news feed, RSS 2.0 or Atom.")
+@click.option(
+    "--since",
+    required=True,
+    callback=_since_option,
+    metavar="YYYY-MM-DD|last-issue",
+    help="Items dated on or after this day; last-issue: the date of the newest issue in issues_dir.",
+)
+@click.option(
+    "-o",
+    "--output",
+    "out_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Write the issue file here (default: standard output).",
+)
+@click.option("--force", is_flag=True, help="Replace the output file if it exists.")
+@click.option(
+    "--timeout",
+    default=20.0,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Seconds to wait for a feed URL.",
+)
+@config_option
+@reports_errors
+def draft(
+    source: str, since: str, out_file: Path | None, force: bool, timeout: float, config_file: Path | None
+) -> None:
+    """Start an issue from the news feed: one news story per item since a day."""
+    import datetime as dt
+
+    from mailer.draft import check_writable, draft_issue, last_issue, write_draft
+    from mailer.newsfeed import read_feed
+
+    if out_file is not None:
+        check_writable(out_file, force=force)
+    if since == "last-issue":
+        from mailer.settings import load_settings
+
+        last = last_issue(load_settings(config_file).issues_dir)
+        for line in last.skipped:
+            click.echo(line, err=True)
+        click.echo(f"since {last.date.isoformat()}, the date of {last.path}", err=True)
+        since = last.date.isoformat()
+    result = draft_issue(read_feed(source, timeout=timeout), dt.date.fromisoformat(since), today=dt.date.today())
+    for warning in result.warnings:
+        click.echo(warning, err=True)
+    if out_file is None:
+        click.echo(result.text, nl=False)
+        return
+    write_draft(out_file, result.text, force=force)
+    click.echo(f"wrote {out_file}: {result.stories} news stories; check it with: mailer check {out_file}")
+
+
 def main() -> None:
     cli(prog_name="mailer")
 
