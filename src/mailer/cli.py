@@ -288,7 +288,7 @@ def send(
 
     settings = load_settings(config_file)
     if issue_file is None:
-        issue_file = sending.newest_issue()
+        issue_file = sending.newest_issue(settings.issues_dir)
         click.echo(f"issue: {issue_file}")
         if not yes and not test_address and not dry_run:
             if not sys.stdin.isatty():

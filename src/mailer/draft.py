@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import datetime as dt
 import io
-import os
 import re
 from collections import Counter
 from dataclasses import dataclass
@@ -40,6 +39,7 @@ from urllib.parse import urlsplit
 from ruamel.yaml import YAML
 from ruamel.yaml.scalarstring import FoldedScalarString
 
+from mailer.build import write_atomically
 from mailer.errors import MailerError
 from mailer.load import load_issue, parse_issue
 from mailer.newsfeed import CONTROL_CHARACTERS, Feed, FeedItem, text_blocks
@@ -295,16 +295,6 @@ def check_writable(path: Path, *, force: bool) -> None:
 
 
 def write_draft(path: Path, text: str, *, force: bool) -> None:
-    """Write to a temporary sibling and move it into place: the file is whole or untouched."""
+    """The file is whole or untouched: build.py's atomic write, after the --force check."""
     check_writable(path, force=force)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with temporary.open("w", encoding="utf-8", newline="\n") as out:
-            out.write(text)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temporary, path)
-    except OSError as error:
-        raise MailerError(f"{path}: cannot write: {error.strerror or error}") from None
-    finally:
-        temporary.unlink(missing_ok=True)
+    write_atomically({path: text})

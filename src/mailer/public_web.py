@@ -277,22 +277,24 @@ class PublicWeb:
         finally:
             await connection.close()
 
-    async def confirm_page(self, request: Request) -> Response:
+    def _subscribe_request(self, request: Request) -> SubscribeRequest | Response:
         try:
-            wanted = read_confirm_token(
+            return read_confirm_token(
                 self.secret, request.path_params["token"], max_age_hours=self.settings.confirm_hours
             )
         except BadToken as error:
             return self.invalid_link(request, str(error).capitalize() + ".")
+
+    async def confirm_page(self, request: Request) -> Response:
+        wanted = self._subscribe_request(request)
+        if isinstance(wanted, Response):
+            return wanted
         return self.page(request, "confirm.html", address=masked(wanted.email))
 
     async def confirm_post(self, request: Request) -> Response:
-        try:
-            wanted = read_confirm_token(
-                self.secret, request.path_params["token"], max_age_hours=self.settings.confirm_hours
-            )
-        except BadToken as error:
-            return self.invalid_link(request, str(error).capitalize() + ".")
+        wanted = self._subscribe_request(request)
+        if isinstance(wanted, Response):
+            return wanted
         form = await request.form()
         if not self.csrf_ok(request, form):
             return self.expired_form(request)

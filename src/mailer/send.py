@@ -391,7 +391,7 @@ def run(coroutine: Coroutine[Any, Any, T]) -> T:
         return runner.run(_with_one_database_thread(coroutine))
 
 
-def newest_issue(folder: Path = Path("issues")) -> Path:
+def newest_issue(folder: Path) -> Path:
     files = sorted(folder.glob("*.yaml"))
     if not files:
         raise MailerError(f"{folder}: no issue files; name one: mailer send issues/2016-02.yaml --list staff")
