@@ -15,9 +15,9 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from mailer.database import open_database
-from mailer.lists import create_list
-from mailer.subscriber_csv import import_subscribers, read_rows
+from mailer.audience.database import open_database
+from mailer.audience.lists import create_list
+from mailer.audience.subscriber_csv import import_subscribers, read_rows
 
 PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 

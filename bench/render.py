@@ -16,12 +16,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from mailer.build import output_files, write_atomically
-from mailer.load import load_issue
-from mailer.render import PLACEHOLDERS, _mjml_to_html, inline_css, render_issue
+from mailer.compose.build import output_files, write_atomically
+from mailer.compose.load import load_issue
+from mailer.compose.render import PLACEHOLDERS, _mjml_to_html, inline_css, render_issue
+from mailer.compose.templates import default_templates_dir, environment
+from mailer.compose.text import render_text
 from mailer.settings import load_settings
-from mailer.templates import default_templates_dir, environment
-from mailer.text import render_text
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -98,7 +98,7 @@ def main() -> None:
             "mailer.toml",
         )
         startup = command(sys.executable, "-c", "pass")
-        imports = command(sys.executable, "-c", "import mailer.cli, mailer.build")
+        imports = command(sys.executable, "-c", "import mailer.cli, mailer.compose.build")
         del tmp
     print(f"\nwhole `mailer render` of both issues: {whole:.0f} ms")
     print(f"baseline: python start-up {startup:.0f} ms; importing mailer's modules {imports:.0f} ms")

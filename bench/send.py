@@ -112,8 +112,8 @@ def process_cpu(pid: int) -> float | None:
 
 def child(args: argparse.Namespace) -> None:
     """Run one send_to_list and print its figures as one JSON line."""
-    from mailer.database import open_database
-    from mailer.send import run, send_to_list
+    from mailer.audience.database import open_database
+    from mailer.delivery.send import run, send_to_list
 
     settings = make_settings(args.port, args.database_url, args.pool)
     engine = open_database(args.database_url)
@@ -224,8 +224,8 @@ def median_us(fn: Callable[[int], object], runs: int) -> float:
 
 
 def recipients(count: int) -> list[Any]:
-    from mailer.message import Recipient
-    from mailer.unsubscribe import make_token, unsubscribe_url
+    from mailer.delivery.message import Recipient
+    from mailer.delivery.unsubscribe import make_token, unsubscribe_url
 
     base = "https://newsletter.icmpd.org"  # the public_url of mailer.toml
     return [
@@ -243,7 +243,7 @@ def people(count: int) -> Iterator[tuple[str, str]]:
 
 def micro(template: Any, rendered: Any, subject: str, builds: int) -> tuple[float, float]:
     """Median µs to build one recipient's message: MessageTemplate.build vs a stdlib EmailMessage."""
-    from mailer.render import PLACEHOLDERS
+    from mailer.compose.render import PLACEHOLDERS
 
     people_ = recipients(builds)
     date = dt.datetime.now(dt.UTC)
@@ -298,10 +298,10 @@ def baseline(binary: str, sink: Sink, message_file: Path, count: int, sessions: 
 
 
 def run_database(label: str, url: str, folder: Path, count: int, sink: Sink, pool: int) -> dict[str, Any]:
-    from mailer.database import open_database
-    from mailer.ledger import delivery_status
-    from mailer.lists import create_list
-    from mailer.subscriber_csv import import_subscribers
+    from mailer.audience.database import open_database
+    from mailer.audience.lists import create_list
+    from mailer.audience.subscriber_csv import import_subscribers
+    from mailer.delivery.ledger import delivery_status
 
     csv_path = folder / "people.csv"
     if not csv_path.exists():
@@ -437,11 +437,11 @@ def main() -> None:
         print(f"{missing} not found: apt-get install postfix (only its test tools are used)", file=sys.stderr)
         sys.exit(2)
 
-    from mailer.load import load_issue
-    from mailer.message import Recipient
-    from mailer.render import render_issue
-    from mailer.send import build_template
-    from mailer.unsubscribe import make_token, unsubscribe_url
+    from mailer.compose.load import load_issue
+    from mailer.compose.render import render_issue
+    from mailer.delivery.message import Recipient
+    from mailer.delivery.send import build_template
+    from mailer.delivery.unsubscribe import make_token, unsubscribe_url
 
     count, pool = args.recipients, args.pool
     settings = make_settings(1025, "sqlite:///unused.sqlite3", pool)

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import Engine
 
-from mailer.build import slug_of
-from mailer.load import load_issue
-from mailer.model import Issue
-from mailer.render import RenderedIssue, render_issue
+from mailer.compose.build import slug_of
+from mailer.compose.load import load_issue
+from mailer.compose.model import Issue
+from mailer.compose.render import RenderedIssue, render_issue
 from mailer.settings import Settings, load_settings
 from tests.smtp_server import SMTPServer
 
@@ -111,7 +111,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
 
 @pytest.fixture
 def engine(database_url: str) -> Iterator[Engine]:
-    from mailer.database import open_database
+    from mailer.audience.database import open_database
 
     engine = open_database(database_url)
     yield engine

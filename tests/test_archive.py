@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from lxml import html as lxml_html
 
-from mailer.archive import MARKER, atom_feed, index_page, publish, scan_archive, web_page
+from mailer.compose.templates import default_templates_dir
 from mailer.errors import MailerError
 from mailer.settings import Settings
-from mailer.templates import default_templates_dir
+from mailer.web.archive import MARKER, atom_feed, index_page, publish, scan_archive, web_page
 from tests.conftest import ISSUES, MINIMAL, SEED_ISSUES
 
 ATOM = "{http://www.w3.org/2005/Atom}"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from mailer.model import issue_json_schema
+from mailer.compose.model import issue_json_schema
 from tests.conftest import MINIMAL, ROOT
 
 SCHEMA_FILE = ROOT / "schema" / "issue.schema.json"

@@ -27,11 +27,11 @@ import pytest
 from markdown_it.common.utils import escapeHtml
 from ruamel.yaml import YAML
 
-from mailer.draft import KNOWN_CATEGORIES, draft_issue, escape_markup, shorten, teaser
-from mailer.load import load_issue, parse_issue
-from mailer.markup import markup_to_html, markup_to_text
-from mailer.model import Issue, Story
-from mailer.newsfeed import Feed, FeedItem, read_feed, text_blocks
+from mailer.compose.draft import KNOWN_CATEGORIES, draft_issue, escape_markup, shorten, teaser
+from mailer.compose.load import load_issue, parse_issue
+from mailer.compose.markup import markup_to_html, markup_to_text
+from mailer.compose.model import Issue, Story
+from mailer.compose.newsfeed import Feed, FeedItem, read_feed, text_blocks
 from tests.conftest import MINIMAL, ROOT
 from tests.smtp_server import free_port
 

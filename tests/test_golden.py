@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from mailer.build import output_files
-from mailer.render import RenderedIssue
+from mailer.compose.build import output_files
+from mailer.compose.render import RenderedIssue
 
 GOLDEN = Path(__file__).parent / "golden"
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from mailer.render import RenderedIssue
+from mailer.compose.render import RenderedIssue
 from tests.browser import chromium, local_only
 
 OUTPUT = Path(__file__).resolve().parents[1] / "test-output"

@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import Engine
 
-from mailer.errors import MailerError
-from mailer.lists import (
+from mailer.audience.lists import (
     add_subscriber,
     create_list,
     list_summaries,
@@ -17,7 +16,8 @@ from mailer.lists import (
     remove_subscriber,
     unsubscribe,
 )
-from mailer.subscriber_csv import export_subscribers, import_subscribers
+from mailer.audience.subscriber_csv import export_subscribers, import_subscribers
+from mailer.errors import MailerError
 
 MESSY = (
     "\ufeffE-Mail;Name;Preferred Language;Organisation\r\n"
@@ -153,8 +153,8 @@ def test_dry_run_writes_nothing(staff: Engine, tmp_path: Path) -> None:
 def test_whoever_unsubscribed_from_the_list_is_not_resubscribed_by_import(staff: Engine, tmp_path: Path) -> None:
     add_subscriber(staff, "staff", "ana@example.org")
     add_subscriber(staff, "press", "ana@example.org")
-    from mailer.database import UNSUBSCRIBED, memberships
-    from mailer.lists import list_id
+    from mailer.audience.database import UNSUBSCRIBED, memberships
+    from mailer.audience.lists import list_id
 
     with staff.begin() as conn:
         conn.execute(
@@ -211,7 +211,7 @@ def test_a_database_from_an_older_version_is_upgraded_when_opened(database_url: 
     from alembic import command
     from alembic.config import Config
 
-    from mailer.database import MIGRATIONS, open_database
+    from mailer.audience.database import MIGRATIONS, open_database
 
     old = sa.create_engine(database_url)
     config = Config()
@@ -234,6 +234,6 @@ def test_a_database_from_an_older_version_is_upgraded_when_opened(database_url: 
 def test_the_newest_migration_file_is_alembics_head() -> None:
     from alembic.script import ScriptDirectory
 
-    from mailer.database import MIGRATIONS, head_revision
+    from mailer.audience.database import MIGRATIONS, head_revision
 
     assert head_revision() == ScriptDirectory(str(MIGRATIONS)).get_current_head()

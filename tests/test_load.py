@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from mailer.compose.load import load_issue
 from mailer.errors import IssueFileError, MailerError
-from mailer.load import load_issue
 from tests.conftest import MINIMAL
 
 WriteIssue = Callable[..., Path]

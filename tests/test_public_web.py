@@ -26,12 +26,12 @@ import pytest
 from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 from sqlalchemy.engine import Engine
 
-from mailer.confirmation import CONFIRM_SALT
-from mailer.database import open_database
-from mailer.lists import add_subscriber, create_list, mailable_subscribers, unsubscribe
-from mailer.send import send_to_list
+from mailer.audience.database import open_database
+from mailer.audience.lists import add_subscriber, create_list, mailable_subscribers, unsubscribe
+from mailer.delivery.send import send_to_list
+from mailer.delivery.unsubscribe import make_token
 from mailer.settings import Settings, load_settings
-from mailer.unsubscribe import make_token
+from mailer.web.confirmation import CONFIRM_SALT
 from tests.browser import chromium, local_only
 from tests.conftest import ROOT, SECRET
 from tests.smtp_server import SMTPServer, free_port
@@ -134,7 +134,7 @@ def wait_for_mail(smtp_server: SMTPServer, count: int, timeout: float = 10) -> l
 
 
 def unsubscribe_link(engine: Engine, server: PublicServer, address: str, list_name: str = "staff") -> str:
-    from mailer.lists import find_subscriber_id, list_id
+    from mailer.audience.lists import find_subscriber_id, list_id
 
     sid = find_subscriber_id(engine, address)
     assert sid is not None
@@ -310,7 +310,7 @@ def test_expired_and_forged_confirmation_links_subscribe_nobody(server: PublicSe
         def get_timestamp(self) -> int:
             return int(time.time() - 49 * 3600)
 
-    from mailer.lists import list_id as id_of
+    from mailer.audience.lists import list_id as id_of
 
     list_id = id_of(engine, "news")
     expired = URLSafeTimedSerializer(SECRET, salt=CONFIRM_SALT, signer=LongAgo).dumps([list_id, "old@example.org", ""])
@@ -379,8 +379,8 @@ def test_serve_refuses_to_start_without_its_settings(workdir: Path, database_url
 
 
 def test_confirmation_tokens_expire_after_confirm_hours() -> None:
-    from mailer.confirmation import make_confirm_token, read_confirm_token
-    from mailer.unsubscribe import BadToken
+    from mailer.delivery.unsubscribe import BadToken
+    from mailer.web.confirmation import make_confirm_token, read_confirm_token
 
     token = make_confirm_token(SECRET, 3, "ana@example.org", "Ana")
     request = read_confirm_token(SECRET, token, max_age_hours=48)

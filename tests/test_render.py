@@ -7,9 +7,9 @@ from pathlib import Path
 
 from lxml import html as lxml_html
 
-from mailer.build import GMAIL_CLIP_BYTES
-from mailer.model import Issue
-from mailer.render import PLACEHOLDERS, RenderedIssue
+from mailer.compose.build import GMAIL_CLIP_BYTES
+from mailer.compose.model import Issue
+from mailer.compose.render import PLACEHOLDERS, RenderedIssue
 from mailer.settings import Settings
 from tests.conftest import MINIMAL, render_slug
 
@@ -153,7 +153,7 @@ def test_greeting_carries_a_name_placeholder(write_issue, settings: Settings) ->
 def test_custom_templates_dir_is_used(tmp_path: Path, write_issue, settings: Settings) -> None:  # type: ignore[no-untyped-def]
     import shutil
 
-    from mailer.templates import default_templates_dir
+    from mailer.compose.templates import default_templates_dir
 
     custom = tmp_path / "templates"
     shutil.copytree(default_templates_dir(), custom)

@@ -7,8 +7,8 @@ import re
 import pytest
 from lxml import html as lxml_html
 
-from mailer.model import Issue, Link, Story
-from mailer.render import RenderedIssue
+from mailer.compose.model import Issue, Link, Story
+from mailer.compose.render import RenderedIssue
 from tests.conftest import SEEDS
 
 # Seed lines the layout legitimately rewrites: two headings flattened onto one line,

@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import Engine
 
-from mailer.database import open_database
+from mailer.audience.database import open_database
+from mailer.audience.lists import add_subscriber, create_list, unsubscribe
+from mailer.delivery.ledger import delivery_status
+from mailer.delivery.send import send_to_list
+from mailer.delivery.unsubscribe import read_token
 from mailer.errors import MailerError
-from mailer.ledger import delivery_status
-from mailer.lists import add_subscriber, create_list, unsubscribe
-from mailer.send import send_to_list
 from mailer.settings import Settings
-from mailer.unsubscribe import read_token
 from tests.conftest import ISSUES, MINIMAL, SECRET
 from tests.smtp_server import SMTPServer
 
@@ -174,7 +174,7 @@ def test_rate_limit_is_respected(staff: Engine, send_settings: Settings, smtp_se
 def test_sqlite_refuses_a_second_sender_for_the_same_issue_and_list(staff: Engine, send_settings: Settings) -> None:
     if staff.dialect.name != "sqlite":
         pytest.skip("PostgreSQL senders share the work instead; see test_two_postgres_senders_share_the_work")
-    from mailer.ledger import Ledger
+    from mailer.delivery.ledger import Ledger
 
     first = Ledger(staff, "2016-02", "staff")
     try:

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import Engine
 
-from mailer.database import open_database
-from mailer.lists import add_subscriber, create_list
+from mailer.audience.database import open_database
+from mailer.audience.lists import add_subscriber, create_list
 from mailer.settings import Settings
 from tests.conftest import SECRET
 from tests.smtp_server import SMTPServer

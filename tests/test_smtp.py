@@ -7,8 +7,8 @@ import asyncio
 import pytest
 from pydantic import SecretStr
 
+from mailer.delivery.smtp import SMTPConnection, SMTPSetupError, canonical, is_canonical
 from mailer.settings import Settings
-from mailer.smtp import SMTPConnection, SMTPSetupError, canonical, is_canonical
 from tests.smtp_server import SMTPServer
 
 
@@ -93,7 +93,7 @@ def test_refused_login_names_the_server_and_user(send_settings: Settings) -> Non
 def test_template_messages_are_canonical_by_construction(rendered) -> None:  # type: ignore[no-untyped-def]
     import datetime as dt
 
-    from mailer.message import MessageTemplate, Recipient
+    from mailer.delivery.message import MessageTemplate, Recipient
 
     template = MessageTemplate(rendered["2015-10"], subject="S", sender="news@icmpd.org")
     data = template.build(

@@ -17,7 +17,7 @@ from mailer.errors import ExitStatus, MailerError
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
-    from mailer.send import SendSummary
+    from mailer.delivery.send import SendSummary
     from mailer.settings import Settings
 
 P = ParamSpec("P")
@@ -66,7 +66,7 @@ def cli() -> None:
 @reports_errors
 def render(files: tuple[Path, ...], out_dir: Path | None, config_file: Path | None) -> None:
     """Validate issues and write email.html, email.txt and web.html for each."""
-    from mailer.build import build
+    from mailer.compose.build import build
     from mailer.settings import load_settings
 
     settings = load_settings(config_file)
@@ -79,7 +79,7 @@ def render(files: tuple[Path, ...], out_dir: Path | None, config_file: Path | No
 @reports_errors
 def check(files: tuple[Path, ...]) -> None:
     """Validate issue files without writing anything (for pre-commit and CI)."""
-    from mailer.build import load_all
+    from mailer.compose.build import load_all
 
     loaded = load_all(list(files))
     click.echo(f"{len(loaded)} issue file{'s' if len(loaded) != 1 else ''} OK")
@@ -88,7 +88,7 @@ def check(files: tuple[Path, ...]) -> None:
 @cli.command()
 def schema() -> None:
     """Print the JSON Schema of the issue format (committed as schema/issue.schema.json)."""
-    from mailer.model import issue_json_schema
+    from mailer.compose.model import issue_json_schema
 
     click.echo(json.dumps(issue_json_schema(), indent=2, ensure_ascii=False))
 
@@ -105,7 +105,7 @@ def config(config_file: Path | None) -> None:
 
 
 def _database(config_file: Path | None) -> Engine:
-    from mailer.database import open_database
+    from mailer.audience.database import open_database
     from mailer.settings import load_settings
 
     return open_database(load_settings(config_file).database_url)
@@ -119,7 +119,7 @@ def lists(ctx: click.Context, config_file: Path | None) -> None:
     """Show the lists with their subscriber counts (and create them: mailer lists create)."""
     if ctx.invoked_subcommand is not None:
         return
-    from mailer.lists import list_summaries
+    from mailer.audience.lists import list_summaries
 
     summaries = list_summaries(_database(config_file))
     if not summaries:
@@ -144,7 +144,7 @@ def lists(ctx: click.Context, config_file: Path | None) -> None:
 @reports_errors
 def lists_create(name: str, description: str, public: bool, config_file: Path | None) -> None:
     """Create a list."""
-    from mailer.lists import create_list
+    from mailer.audience.lists import create_list
 
     create_list(_database(config_file), name, description, public=public)
     click.echo(f"created list '{name}'" + (" (public: /subscribe/" + name + ")" if public else ""))
@@ -157,7 +157,7 @@ def lists_create(name: str, description: str, public: bool, config_file: Path | 
 @reports_errors
 def lists_public(name: str, off: bool, config_file: Path | None) -> None:
     """Open (or with --off close) a list's subscribe page on the public web."""
-    from mailer.lists import set_public
+    from mailer.audience.lists import set_public
 
     set_public(_database(config_file), name, not off)
     click.echo(f"list '{name}' is {'private' if off else f'public: /subscribe/{name}'}")
@@ -176,7 +176,7 @@ def subscribers() -> None:
 @reports_errors
 def subscribers_import(list_name: str, csv_file: Path, dry_run: bool, config_file: Path | None) -> None:
     """Import subscribers from CSV (a header with an email column; name and any attribute columns)."""
-    from mailer.subscriber_csv import import_subscribers
+    from mailer.audience.subscriber_csv import import_subscribers
 
     report = import_subscribers(_database(config_file), list_name, csv_file, dry_run=dry_run)
     head, *rest = report.lines()
@@ -193,7 +193,7 @@ def subscribers_import(list_name: str, csv_file: Path, dry_run: bool, config_fil
 @reports_errors
 def subscribers_export(list_name: str, config_file: Path | None) -> None:
     """Write the list's mailable subscribers as CSV to standard output."""
-    from mailer.subscriber_csv import export_subscribers
+    from mailer.audience.subscriber_csv import export_subscribers
 
     export_subscribers(_database(config_file), list_name, sys.stdout)
 
@@ -209,8 +209,8 @@ def subscribers_export(list_name: str, config_file: Path | None) -> None:
 @reports_errors
 def subscribers_add(list_name: str, email: str, name: str, attrs: tuple[str, ...], config_file: Path | None) -> None:
     """Subscribe one address to a list."""
-    from mailer.lists import add_subscriber
-    from mailer.subscriber_csv import attribute_name
+    from mailer.audience.lists import add_subscriber
+    from mailer.audience.subscriber_csv import attribute_name
 
     attributes: dict[str, str] = {}
     for attr in attrs:
@@ -229,7 +229,7 @@ def subscribers_add(list_name: str, email: str, name: str, attrs: tuple[str, ...
 @reports_errors
 def subscribers_remove(list_name: str, email: str, config_file: Path | None) -> None:
     """Take one address off a list (it may be added again; to stop all mail use mailer unsubscribe)."""
-    from mailer.lists import remove_subscriber
+    from mailer.audience.lists import remove_subscriber
 
     remove_subscriber(_database(config_file), list_name, email)
     click.echo(f"{email.strip()}: removed from '{list_name}'")
@@ -248,7 +248,7 @@ def subscribers_remove(list_name: str, email: str, config_file: Path | None) -> 
 @reports_errors
 def unsubscribe(email: str, reason: str, config_file: Path | None) -> None:
     """Suppress an address on every list: no send will ever mail it again."""
-    from mailer.lists import unsubscribe as suppress
+    from mailer.audience.lists import unsubscribe as suppress
 
     ended = suppress(_database(config_file), email, reason=reason)
     click.echo(f"{email.strip()}: suppressed ({reason}); unsubscribed from {ended} list{'s' if ended != 1 else ''}")
@@ -283,7 +283,7 @@ def send(
     config_file: Path | None,
 ) -> None:
     """Send an issue to a list, exactly once per subscriber; run it again to resume."""
-    from mailer import send as sending
+    from mailer.delivery import send as sending
     from mailer.settings import load_settings
 
     settings = load_settings(config_file)
@@ -319,7 +319,7 @@ async def _send_with_progress(
     import signal
     import time
 
-    from mailer.send import send_to_list
+    from mailer.delivery.send import send_to_list
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -363,7 +363,7 @@ async def _send_with_progress(
 @reports_errors
 def status(issue_file: Path, list_name: str | None, config_file: Path | None) -> None:
     """Show sent / pending / failed for an issue, with every failure and uncertain delivery."""
-    from mailer.ledger import delivery_status, issues_sent_to
+    from mailer.delivery.ledger import delivery_status, issues_sent_to
 
     engine = _database(config_file)
     names = [list_name] if list_name else issues_sent_to(engine, issue_file.stem)
@@ -388,7 +388,7 @@ def preview(files: tuple[Path, ...], port: int, host: str, no_open: bool, config
     import asyncio
     import webbrowser
 
-    from mailer.preview import serve_preview
+    from mailer.web.preview import serve_preview
 
     paths = list(files) or sorted(Path("issues").glob("*.yaml"), reverse=True)
     if not paths:
@@ -424,9 +424,9 @@ def preview(files: tuple[Path, ...], port: int, host: str, no_open: bool, config
 @reports_errors
 def publish(out_dir: Path, issues_dir: Path | None, config_file: Path | None) -> None:
     """Write the archive as static files (index, Atom feed, each issue's web version) for any web server."""
-    from mailer.archive import publish as publish_site
-    from mailer.archive import scan_archive
     from mailer.settings import load_settings
+    from mailer.web.archive import publish as publish_site
+    from mailer.web.archive import scan_archive
 
     settings = load_settings(config_file, **({"issues_dir": issues_dir} if issues_dir else {}))
     scan = scan_archive(settings.issues_dir, settings)
@@ -474,9 +474,9 @@ def serve(
 
     import uvicorn
 
-    from mailer.preview import check_port_free
-    from mailer.public_web import check_serve_settings
     from mailer.settings import CONFIG_ENV, load_settings
+    from mailer.web.preview import check_port_free
+    from mailer.web.public_web import check_serve_settings
 
     if config_file is not None:
         os.environ[CONFIG_ENV] = str(config_file.resolve())
@@ -489,7 +489,7 @@ def serve(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     click.echo(f"serving {settings.issues_dir}/ at http://{host}:{port}/ for {settings.archive_url} (Ctrl-C to stop)")
     uvicorn.run(
-        "mailer.public_web:app_from_environment",
+        "mailer.web.public_web:app_from_environment",
         factory=True,
         host=host,
         port=port,
@@ -548,8 +548,8 @@ def draft(
     """Start an issue from the news feed: one news story per item since a day."""
     import datetime as dt
 
-    from mailer.draft import check_writable, draft_issue, last_issue, write_draft
-    from mailer.newsfeed import read_feed
+    from mailer.compose.draft import check_writable, draft_issue, last_issue, write_draft
+    from mailer.compose.newsfeed import read_feed
 
     if out_file is not None:
         check_writable(out_file, force=force)

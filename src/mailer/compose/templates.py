@@ -7,12 +7,12 @@ from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
-from mailer.markup import markup_to_html, markup_to_text
-from mailer.model import event_dates
-from mailer.text import link_line, underline, wrap
+from mailer.compose.markup import markup_to_html, markup_to_text
+from mailer.compose.model import event_dates
+from mailer.compose.text import link_line, underline, wrap
 
-PACKAGE_TEMPLATES = Path(__file__).parent / "templates" / "email"
-SOURCE_TEMPLATES = Path(__file__).resolve().parents[2] / "templates" / "email"
+PACKAGE_TEMPLATES = Path(__file__).parents[1] / "templates" / "email"
+SOURCE_TEMPLATES = Path(__file__).resolve().parents[3] / "templates" / "email"
 
 
 def default_templates_dir() -> Path:

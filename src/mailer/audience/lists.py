@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from email_validator import EmailNotValidError, validate_email
 from sqlalchemy.engine import Connection, Engine
 
-from mailer.database import (
+from mailer.audience.database import (
     SUBSCRIBED,
     SUPPRESSION_REASONS,
     UNSUBSCRIBED,

@@ -20,9 +20,9 @@ from email.header import Header
 from email.utils import format_datetime, formataddr, parseaddr
 from typing import Any
 
+from mailer.compose.render import PLACEHOLDERS, RenderedIssue
+from mailer.delivery.smtp import WireBytes
 from mailer.errors import MailerError
-from mailer.render import PLACEHOLDERS, RenderedIssue
-from mailer.smtp import WireBytes
 
 _PLACEHOLDER = re.compile("(" + "|".join(re.escape(p) for p in PLACEHOLDERS.values()) + ")")
 _NAMES = {value: key for key, value in PLACEHOLDERS.items()}

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mailer.delivery.smtp import WireBytes
 from mailer.errors import ConfigError
-from mailer.smtp import WireBytes
 
 SIGNED_HEADERS = [
     b"from",

@@ -14,10 +14,10 @@ from email.utils import formataddr, make_msgid, parseaddr
 
 from itsdangerous import BadData, URLSafeTimedSerializer
 
-from mailer.lists import PublicList
-from mailer.message import header_safe
+from mailer.audience.lists import PublicList
+from mailer.delivery.message import header_safe
+from mailer.delivery.unsubscribe import BadToken
 from mailer.settings import Settings
-from mailer.unsubscribe import BadToken
 
 CONFIRM_SALT = "mailer.subscribe.confirm"
 

@@ -7,10 +7,10 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from mailer.compose.load import load_issue
+from mailer.compose.model import Issue
+from mailer.compose.render import RenderedIssue, render_issue
 from mailer.errors import IssueFileError, MailerError, Problem
-from mailer.load import load_issue
-from mailer.model import Issue
-from mailer.render import RenderedIssue, render_issue
 from mailer.settings import Settings
 
 GMAIL_CLIP_BYTES = 102 * 1024

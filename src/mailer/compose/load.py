@@ -17,8 +17,8 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.constructor import RoundTripConstructor
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
+from mailer.compose.model import Issue
 from mailer.errors import IssueFileError, MailerError, Problem
-from mailer.model import Issue
 
 MAX_NODES = 20_000
 """Far more than any newsletter needs; stops alias bombs ("billion laughs") before they expand."""

@@ -21,17 +21,17 @@ from typing import Any, TypeVar
 
 from sqlalchemy.engine import Engine
 
-from mailer.build import slug_of
-from mailer.dkim_signing import DkimSigner
+from mailer.audience.lists import list_id, mailable_subscribers
+from mailer.compose.build import slug_of
+from mailer.compose.load import load_issue
+from mailer.compose.render import render_issue
+from mailer.delivery.dkim_signing import DkimSigner
+from mailer.delivery.ledger import Claimed, Ledger, Outcome
+from mailer.delivery.message import MessageTemplate, Recipient
+from mailer.delivery.smtp import DeliveryError, FileTransport, SMTPConnection, SMTPSetupError, Transport
+from mailer.delivery.unsubscribe import make_token, unsubscribe_url
 from mailer.errors import ConfigError, ExitStatus, MailerError
-from mailer.ledger import Claimed, Ledger, Outcome
-from mailer.lists import list_id, mailable_subscribers
-from mailer.load import load_issue
-from mailer.message import MessageTemplate, Recipient
-from mailer.render import render_issue
 from mailer.settings import Settings
-from mailer.smtp import DeliveryError, FileTransport, SMTPConnection, SMTPSetupError, Transport
-from mailer.unsubscribe import make_token, unsubscribe_url
 
 FLUSH_SECONDS = 0.05
 T = TypeVar("T")

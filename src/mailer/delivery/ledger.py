@@ -21,9 +21,9 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
-from mailer.database import SUBSCRIBED, deliveries, memberships, now, subscribers, suppressions
+from mailer.audience.database import SUBSCRIBED, deliveries, memberships, now, subscribers, suppressions
+from mailer.audience.lists import list_id
 from mailer.errors import MailerError
-from mailer.lists import list_id
 
 T = TypeVar("T")
 PENDING, SENDING, SENT, FAILED, SKIPPED = "pending", "sending", "sent", "failed", "skipped"
@@ -327,7 +327,7 @@ def delivery_status(engine: Engine, issue: str, list_name: str) -> StatusReport:
 
 def issues_sent_to(engine: Engine, issue: str) -> list[str]:
     """The lists an issue has ledger rows for, for `mailer status` without --list."""
-    from mailer.database import lists
+    from mailer.audience.database import lists
 
     with engine.connect() as conn:
         return list(

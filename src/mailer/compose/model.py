@@ -7,7 +7,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-from mailer.markup import check_markup
+from mailer.compose.markup import check_markup
 from mailer.urls import Url
 
 SCHEMA_ID = "https://github.com/mailer/mailer/schema/issue.schema.json"

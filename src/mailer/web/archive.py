@@ -21,12 +21,12 @@ from pathlib import Path
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from markupsafe import Markup
 
+from mailer.compose.load import load_issue
+from mailer.compose.model import Issue
+from mailer.compose.render import render_issue
+from mailer.compose.templates import default_templates_dir
 from mailer.errors import MailerError
-from mailer.load import load_issue
-from mailer.model import Issue
-from mailer.render import render_issue
 from mailer.settings import Settings
-from mailer.templates import default_templates_dir
 
 PAGE_TEMPLATES = Path(__file__).parent / "archive_page"
 MARKER = ".mailer-publish"

@@ -12,9 +12,9 @@ from typing import Any, TextIO
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from mailer.database import SUBSCRIBED, memberships, now, subscribers, suppressions
+from mailer.audience.database import SUBSCRIBED, memberships, now, subscribers, suppressions
+from mailer.audience.lists import InvalidAddress, _list_id, mailable_subscribers, normalise_email
 from mailer.errors import MailerError
-from mailer.lists import InvalidAddress, _list_id, mailable_subscribers, normalise_email
 
 EMAIL_HEADERS = ("email", "e-mail", "email address", "e-mail address", "mail")
 NAME_HEADERS = ("name", "full name")

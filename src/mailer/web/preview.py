@@ -23,13 +23,13 @@ from starlette.responses import HTMLResponse, PlainTextResponse, Response, Strea
 from starlette.routing import Route
 from watchfiles import awatch
 
-from mailer.build import GMAIL_CLIP_BYTES, WARN_BYTES, slug_of
+from mailer.compose.build import GMAIL_CLIP_BYTES, WARN_BYTES, slug_of
+from mailer.compose.load import load_issue
+from mailer.compose.model import Issue
+from mailer.compose.render import RenderedIssue, render_issue
+from mailer.compose.templates import default_templates_dir
 from mailer.errors import MailerError
-from mailer.load import load_issue
-from mailer.model import Issue
-from mailer.render import RenderedIssue, render_issue
 from mailer.settings import Settings, config_path, load_settings
-from mailer.templates import default_templates_dir
 
 PAGE_TEMPLATES = Path(__file__).parent / "preview_page"
 

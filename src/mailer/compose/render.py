@@ -11,11 +11,11 @@ import jinja2
 import mjml
 from premailer import Premailer
 
+from mailer.compose.model import Issue
+from mailer.compose.templates import default_templates_dir, environment
+from mailer.compose.text import render_text
 from mailer.errors import RenderError
-from mailer.model import Issue
 from mailer.settings import Settings
-from mailer.templates import default_templates_dir, environment
-from mailer.text import render_text
 
 PLACEHOLDERS = {
     "email": "{{email}}",

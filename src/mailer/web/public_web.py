@@ -33,11 +33,8 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from mailer import archive
-from mailer.confirmation import SubscribeRequest, confirmation_message, make_confirm_token, read_confirm_token
-from mailer.database import SUBSCRIBED, UNSUBSCRIBED, open_database
-from mailer.errors import ConfigError, MailerError
-from mailer.lists import (
+from mailer.audience.database import SUBSCRIBED, UNSUBSCRIBED, open_database
+from mailer.audience.lists import (
     InvalidAddress,
     Membership,
     PublicList,
@@ -51,12 +48,15 @@ from mailer.lists import (
     unsubscribe,
     unsubscribe_from_list,
 )
-from mailer.message import header_safe
+from mailer.delivery.message import header_safe
+from mailer.delivery.smtp import DeliveryError, SMTPConnection
+from mailer.delivery.unsubscribe import BadToken, read_token
+from mailer.errors import ConfigError, MailerError
 from mailer.settings import Settings, load_settings
-from mailer.smtp import DeliveryError, SMTPConnection
-from mailer.unsubscribe import BadToken, read_token
+from mailer.web import archive
+from mailer.web.confirmation import SubscribeRequest, confirmation_message, make_confirm_token, read_confirm_token
 
-PAGES = Path(__file__).parent / "web_page"
+PAGES = Path(__file__).parent / "public_page"
 CSRF_COOKIE = "mailer_csrf"
 ONE_CLICK = "One-Click"
 MAX_NAME = 200

@@ -2,7 +2,7 @@
 
 The rules, so the draft is the same for everyone (README, "Drafting from the news feed"):
 
-- Source: a file or an http(s) URL, read by mailer.newsfeed.
+- Source: a file or an http(s) URL, read by mailer.compose.newsfeed.
 - Dates: an item's date is its own calendar day as written in the feed (RSS pubDate, Atom
   published, else updated), not converted to UTC. Items on or after `since` are kept, newest
   first; an item without a readable date is left out with a warning, since `since` cannot apply.
@@ -16,7 +16,7 @@ The rules, so the draft is the same for everyone (README, "Drafting from the new
   cut-off teaser ending in "...") of the description, else of the full content. Longer than
   300 characters, it ends at the last sentence end before that; a first sentence of up to 450 is
   kept whole; longer, it is cut at a word boundary and ends with "…". No items is an error.
-  The feed's HTML is read as plain text (mailer.newsfeed), then the paragraph markup's special
+  The feed's HTML is read as plain text (mailer.compose.newsfeed), then the paragraph markup's special
   characters are escaped so it shows exactly as written.
 - Link: relative links are resolved against the feed's address; anything that is not then an
   absolute http(s) URL (javascript:, data:...) is dropped with a warning and the title is not linked.
@@ -39,10 +39,10 @@ from urllib.parse import urlsplit
 from ruamel.yaml import YAML
 from ruamel.yaml.scalarstring import FoldedScalarString
 
-from mailer.build import write_atomically
+from mailer.compose.build import write_atomically
+from mailer.compose.load import load_issue, parse_issue
+from mailer.compose.newsfeed import CONTROL_CHARACTERS, Feed, FeedItem, text_blocks
 from mailer.errors import MailerError
-from mailer.load import load_issue, parse_issue
-from mailer.newsfeed import CONTROL_CHARACTERS, Feed, FeedItem, text_blocks
 from mailer.urls import check_absolute_url
 
 TEASER_LIMIT = 300

@@ -1,0 +1,1 @@
+"""Audience: the database of lists, subscribers and suppressions, and CSV import/export."""

@@ -1,0 +1,1 @@
+"""Web: the browser preview, the public site (archive, unsubscribe, subscribe) and publishing."""
