@@ -7,7 +7,8 @@ import asyncio
 import pytest
 from pydantic import SecretStr
 
-from mailer.delivery.smtp import SMTPConnection, SMTPSetupError, canonical, is_canonical
+from mailer.delivery.smtp import SMTPConnection, SMTPSetupError
+from mailer.delivery.wire import canonical, is_canonical
 from mailer.settings import Settings
 from tests.smtp_server import SMTPServer
 

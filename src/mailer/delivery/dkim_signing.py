@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mailer.delivery.smtp import WireBytes
+from mailer.delivery.wire import WireBytes
 from mailer.errors import ConfigError
 
 SIGNED_HEADERS = [

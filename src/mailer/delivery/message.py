@@ -21,7 +21,7 @@ from email.utils import format_datetime, formataddr, parseaddr
 from typing import Any
 
 from mailer.compose.render import PLACEHOLDERS, RenderedIssue
-from mailer.delivery.smtp import WireBytes
+from mailer.delivery.wire import WireBytes
 from mailer.errors import MailerError
 
 _PLACEHOLDER = re.compile("(" + "|".join(re.escape(p) for p in PLACEHOLDERS.values()) + ")")

@@ -19,11 +19,9 @@ from typing import Protocol
 import aiosmtplib
 from aiosmtplib import SMTPResponse, SMTPStatus
 
+from mailer.delivery.wire import canonical, is_canonical
 from mailer.errors import MailerError
 from mailer.settings import Settings
-
-_LINE_ENDINGS = re.compile(rb"\r\n|\r|\n")
-_LEADING_DOT = re.compile(rb"(?m)^\.")
 
 
 class DeliveryError(Exception):
@@ -41,32 +39,6 @@ class DeliveryError(Exception):
 
 class SMTPSetupError(MailerError):
     """The relay cannot be used at all (login refused, TLS failure, unknown host): the send stops."""
-
-
-class WireBytes(bytes):
-    """Bytes made canonical by construction (message.py): CRLF only, no line starting with a dot."""
-
-
-def is_canonical(data: bytes) -> bool:
-    """CRLF line endings only, ends with CRLF, no line starts with a dot."""
-    if isinstance(data, WireBytes):
-        return True
-    crlf = data.count(b"\r\n")
-    return (
-        data.endswith(b"\r\n")
-        and not data.startswith(b".")
-        and b"\r\n." not in data
-        and data.count(b"\n") == crlf
-        and data.count(b"\r") == crlf
-    )
-
-
-def canonical(data: bytes) -> bytes:
-    """Any message made safe for DATA: CRLF line endings, leading dots doubled, a final CRLF."""
-    data = _LINE_ENDINGS.sub(b"\r\n", data)
-    if not data.endswith(b"\r\n"):
-        data += b"\r\n"
-    return _LEADING_DOT.sub(b"..", data)
 
 
 class Transport(Protocol):
