@@ -283,12 +283,13 @@ def send(
     config_file: Path | None,
 ) -> None:
     """Send an issue to a list, exactly once per subscriber; run it again to resume."""
+    from mailer.compose.issues_folder import scan_issues
     from mailer.delivery import send as sending
     from mailer.settings import load_settings
 
     settings = load_settings(config_file)
     if issue_file is None:
-        issue_file = sending.newest_issue(settings.issues_dir)
+        issue_file = scan_issues(settings.issues_dir).newest().path
         click.echo(f"issue: {issue_file}")
         if not yes and not test_address and not dry_run:
             if not sys.stdin.isatty():
@@ -388,11 +389,18 @@ def preview(files: tuple[Path, ...], port: int, host: str, no_open: bool, config
     import asyncio
     import webbrowser
 
+    from mailer.compose.issues_folder import scan_issues
+    from mailer.settings import load_settings
     from mailer.web.preview import serve_preview
 
-    paths = list(files) or sorted(Path("issues").glob("*.yaml"), reverse=True)
-    if not paths:
-        raise MailerError("issues/: no issue files to preview; name one: mailer preview issues/2016-02.yaml")
+    if files:
+        paths = list(files)
+    else:
+        folder = load_settings(config_file).issues_dir
+        scan = scan_issues(folder)
+        paths = [found.path for found in scan.issues] + scan.broken
+        if not paths:
+            raise MailerError(f"{folder}: no issue files to preview; name one: mailer preview issues/2016-02.yaml")
     for path in paths:
         if not path.is_file():
             raise MailerError(f"{path}: no such file")

@@ -7,13 +7,12 @@ import difflib
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
 import sqlalchemy as sa
-from email_validator import EmailNotValidError, validate_email
 from sqlalchemy.engine import Connection, Engine
 
+from mailer.audience.addresses import InvalidAddress, email_key, normalise_email
 from mailer.audience.database import (
     SUBSCRIBED,
     SUPPRESSION_REASONS,
@@ -27,41 +26,6 @@ from mailer.audience.database import (
 from mailer.errors import MailerError
 
 LIST_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,99}$")
-
-
-class InvalidAddress(ValueError):
-    """An address a subscriber list cannot hold; the message says why."""
-
-
-_PLAIN_LOCAL_PART = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
-
-
-@lru_cache(maxsize=8192)
-def _domain(domain: str) -> str:
-    """The validator's normalised domain; cached because a list repeats a few domains many times."""
-    try:
-        return validate_email(f"postmaster@{domain}", check_deliverability=False).domain
-    except EmailNotValidError as error:
-        raise InvalidAddress(str(error)) from None
-
-
-def normalise_email(address: str) -> tuple[str, str]:
-    """(address as stored, case-insensitive key), or InvalidAddress with the validator's reason.
-
-    email-validator spends most of its time on the domain; plain ASCII local parts (RFC 5322
-    dot-atoms, what nearly every list holds) are checked here and their domain validated once.
-    """
-    text = address.strip()
-    local, at, domain = text.rpartition("@")
-    if at and len(local) <= 64 and _PLAIN_LOCAL_PART.fullmatch(local):
-        email = f"{local}@{_domain(domain)}"
-        if len(email) <= 254:
-            return email, email.lower()
-    try:
-        result = validate_email(text, check_deliverability=False)
-    except EmailNotValidError as error:
-        raise InvalidAddress(str(error)) from None
-    return result.normalized, result.normalized.lower()
 
 
 @dataclass(frozen=True)
@@ -82,7 +46,8 @@ class Subscriber:
     attributes: dict[str, Any]
 
 
-def _list_id(conn: Connection, name: str) -> int:
+def list_id_in(conn: Connection, name: str) -> int:
+    """The id of a list by name, inside an open transaction; unknown names get a hint."""
     found = conn.execute(sa.select(lists.c.id).where(lists.c.name == name)).scalar()
     if found is not None:
         return int(found)
@@ -97,7 +62,7 @@ def _list_id(conn: Connection, name: str) -> int:
 
 def list_id(engine: Engine, name: str) -> int:
     with engine.connect() as conn:
-        return _list_id(conn, name)
+        return list_id_in(conn, name)
 
 
 def create_list(engine: Engine, name: str, description: str = "", *, public: bool = False) -> None:
@@ -112,7 +77,7 @@ def create_list(engine: Engine, name: str, description: str = "", *, public: boo
 def set_public(engine: Engine, name: str, public: bool) -> None:
     """Whether anyone may subscribe to the list themselves on the public web (mailer serve)."""
     with engine.begin() as conn:
-        conn.execute(sa.update(lists).where(lists.c.id == _list_id(conn, name)).values(public=public))
+        conn.execute(sa.update(lists).where(lists.c.id == list_id_in(conn, name)).values(public=public))
 
 
 @dataclass(frozen=True)
@@ -171,7 +136,7 @@ def add_subscriber(
     except InvalidAddress as error:
         raise MailerError(f"{address}: {error}") from None
     with engine.begin() as conn:
-        lid = _list_id(conn, list_name)
+        lid = list_id_in(conn, list_name)
         reason = suppression_reason(conn, key)
         if reason:
             raise MailerError(f"{email} is suppressed ({reason}) and is never mailed; it was not subscribed")
@@ -222,9 +187,9 @@ def add_subscriber(
 
 def remove_subscriber(engine: Engine, list_name: str, address: str) -> None:
     """Take an address off one list (an administrator's change, not an unsubscription)."""
-    key = address.strip().lower()
+    key = email_key(address)
     with engine.begin() as conn:
-        lid = _list_id(conn, list_name)
+        lid = list_id_in(conn, list_name)
         sid = conn.execute(sa.select(subscribers.c.id).where(subscribers.c.email_key == key)).scalar()
         deleted = 0
         if sid is not None:
@@ -239,10 +204,7 @@ def unsubscribe(engine: Engine, address: str, *, reason: str = "unsubscribed", n
     """Suppress an address everywhere; returns how many list memberships it ended."""
     if reason not in SUPPRESSION_REASONS:
         raise MailerError(f"reason '{reason}': use one of {', '.join(SUPPRESSION_REASONS)}")
-    try:
-        _, key = normalise_email(address)
-    except InvalidAddress:
-        key = address.strip().lower()
+    key = email_key(address)
     stamp = now()
     with engine.begin() as conn:
         if suppression_reason(conn, key) is None:
@@ -298,7 +260,7 @@ def membership(engine: Engine, subscriber_id: int, list_id_value: int) -> Member
 
 def find_subscriber_id(engine: Engine, address: str) -> int | None:
     with engine.connect() as conn:
-        found = conn.execute(sa.select(subscribers.c.id).where(subscribers.c.email_key == address.lower())).scalar()
+        found = conn.execute(sa.select(subscribers.c.id).where(subscribers.c.email_key == email_key(address))).scalar()
     return int(found) if found is not None else None
 
 
@@ -326,7 +288,7 @@ def unsubscribe_from_list(engine: Engine, subscriber_id: int, list_id_value: int
 def mailable_subscribers(engine: Engine, list_name: str, *, batch: int = 1000) -> Iterator[Subscriber]:
     """Who a send to this list reaches: subscribed, not suppressed, streamed in batches."""
     with engine.connect() as conn:
-        lid = _list_id(conn, list_name)
+        lid = list_id_in(conn, list_name)
         query = (
             sa.select(subscribers.c.id, subscribers.c.email, subscribers.c.name, subscribers.c.attributes)
             .select_from(subscribers.join(memberships))

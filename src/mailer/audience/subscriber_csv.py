@@ -12,8 +12,9 @@ from typing import Any, TextIO
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from mailer.audience.addresses import InvalidAddress, normalise_email
 from mailer.audience.database import SUBSCRIBED, memberships, now, subscribers, suppressions
-from mailer.audience.lists import InvalidAddress, _list_id, mailable_subscribers, normalise_email
+from mailer.audience.lists import list_id_in, mailable_subscribers
 from mailer.errors import MailerError
 
 EMAIL_HEADERS = ("email", "e-mail", "email address", "e-mail address", "mail")
@@ -168,7 +169,7 @@ def import_subscribers(engine: Engine, list_name: str, path: Path, *, dry_run: b
     report = ImportReport(str(path), invalid=invalid, skipped=list(duplicates), dry_run=dry_run)
     stamp = now()
     with engine.connect() as conn, conn.begin() as transaction:
-        lid = _list_id(conn, list_name)
+        lid = list_id_in(conn, list_name)
         known, suppressed = _existing(conn, [row.key for row in rows])
         statuses = {
             sid: status

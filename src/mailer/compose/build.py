@@ -7,6 +7,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from mailer.compose.issues_folder import slug_of
 from mailer.compose.load import load_issue
 from mailer.compose.model import Issue
 from mailer.compose.render import RenderedIssue, render_issue
@@ -36,10 +37,6 @@ class WrittenFile:
     def summary(self) -> str:
         line = f"{self.path}  {self.size / 1024:.1f} KB  {self.description}"
         return f"{line}  (warning: {self.warning})" if self.warning else line
-
-
-def slug_of(path: Path) -> str:
-    return path.stem
 
 
 def load_all(paths: list[Path]) -> list[tuple[Path, Issue]]:

@@ -40,7 +40,9 @@ from ruamel.yaml import YAML
 from ruamel.yaml.scalarstring import FoldedScalarString
 
 from mailer.compose.build import write_atomically
-from mailer.compose.load import load_issue, parse_issue
+from mailer.compose.issues_folder import scan_issues
+from mailer.compose.load import parse_issue
+from mailer.compose.model import human_date
 from mailer.compose.newsfeed import CONTROL_CHARACTERS, Feed, FeedItem, text_blocks
 from mailer.errors import MailerError
 from mailer.urls import check_absolute_url
@@ -187,7 +189,7 @@ def draft_issue(feed: Feed, since: dt.date, *, today: dt.date) -> Draft:
                 seen.add(item.link)
     if not kept:
         dated = [item.date for item in feed.items if item.date]
-        newest = f" (the newest is from {_day(max(dated))})" if dated else ""
+        newest = f" (the newest is from {human_date(max(dated))})" if dated else ""
         message = f"{feed.source}: no items dated {since.isoformat()} or later{newest}; nothing to draft"
         raise MailerError("\n".join([*warnings, message]))
     kept.sort(key=lambda item: item.date or since, reverse=True)
@@ -214,7 +216,7 @@ def draft_issue(feed: Feed, since: dt.date, *, today: dt.date) -> Draft:
     issue: dict[str, Any] = {"title": f"{today:%B %Y} Monthly Update", "date": today}
     if feed.language:
         issue["language"] = feed.language
-    issue["preheader"] = f"{count} since {_day(since)}"
+    issue["preheader"] = f"{count} since {human_date(since)}"
     news: dict[str, Any] = {"stories": stories}
     if feed.link:
         news["more"] = {"label": "More news...", "url": feed.link}
@@ -222,10 +224,6 @@ def draft_issue(feed: Feed, since: dt.date, *, today: dt.date) -> Draft:
     text = _header(feed.source, since, today, count) + _dump(issue)
     parse_issue(text, "the draft")  # a draft that would not validate is a bug here, never a file to fix by hand
     return Draft(text=text, stories=len(stories), warnings=tuple(warnings))
-
-
-def _day(day: dt.date) -> str:
-    return f"{day.day} {day:%B %Y}"
 
 
 def _header(source: str, since: dt.date, today: dt.date, count: str) -> str:
@@ -267,21 +265,12 @@ def _dump(data: dict[str, Any]) -> str:
 
 def last_issue(folder: Path) -> LastIssue:
     """The newest valid issue in the folder: the next draft starts at its date (--since last-issue)."""
-    if not folder.is_dir():
-        raise MailerError(f"{folder}: no such folder of issues; set issues_dir, or give --since YYYY-MM-DD")
-    found: list[tuple[dt.date, Path]] = []
-    skipped: list[str] = []
-    for path in sorted(folder.glob("*.yaml")):
-        if path.name.startswith("."):
-            continue
-        try:
-            found.append((load_issue(path).date, path))
-        except MailerError:
-            skipped.append(f"{path}: not a valid issue; its date is not used for --since last-issue")
-    if not found:
+    scan = scan_issues(folder)
+    if not scan.issues:
         raise MailerError(f"{folder}: no valid issue files to take the date from; give --since YYYY-MM-DD")
-    date, path = max(found)
-    return LastIssue(path=path, date=date, skipped=tuple(skipped))
+    newest = scan.issues[0]
+    skipped = tuple(f"{path}: not a valid issue; its date is not used for --since last-issue" for path in scan.broken)
+    return LastIssue(path=newest.path, date=newest.issue.date, skipped=skipped)
 
 
 def check_writable(path: Path, *, force: bool) -> None:

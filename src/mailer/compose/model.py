@@ -151,6 +151,11 @@ class Issue(Part):
         return None
 
 
+def human_date(day: dt.date) -> str:
+    """'5 February 2016', the way the newsletter writes a day."""
+    return f"{day.day} {day:%B %Y}"
+
+
 def event_dates(event: Event) -> str:
     """'17–19 February', '29 February – 4 March', '31 December 2016 – 2 January 2017'."""
     start, end = event.date, event.end

@@ -33,13 +33,12 @@ class DkimSigner:
             raise ConfigError(f"dkim_key_file {key_file}: cannot read: {error.strerror}") from None
         self._selector = selector.encode()
         self._domain = domain.encode()
-        self.sign(b"From: check@" + self._domain + b"\r\nSubject: key check\r\n\r\nkey check\r\n")
+        self.sign(WireBytes(b"From: check@" + self._domain + b"\r\nSubject: key check\r\n\r\nkey check\r\n"))
 
-    def sign(self, message: bytes) -> bytes:
+    def sign(self, message: WireBytes) -> WireBytes:
         """The message with a DKIM-Signature header in front; costs one RSA signature (about a millisecond)."""
         try:
             header = self._dkim.sign(message, self._selector, self._domain, self._key, include_headers=SIGNED_HEADERS)
         except self._dkim.KeyFormatError as error:
             raise ConfigError(f"dkim_key_file: not a usable private key ({error})") from None
-        signed = bytes(header) + message
-        return WireBytes(signed) if isinstance(message, WireBytes) else signed
+        return WireBytes(bytes(header) + message)

@@ -8,16 +8,16 @@ them again and marks them `uncertain`: they may have been accepted just before t
 
 from __future__ import annotations
 
-import fcntl
 import functools
 import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
+from filelock import FileLock, Timeout
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
@@ -76,7 +76,9 @@ class StatusReport:
 
 def _suppressed_or_gone(list_id_value: int) -> sa.ColumnElement[bool]:
     """The recipient of a delivery row may no longer be mailed: suppressed, or not subscribed to the list."""
-    suppressed = sa.exists().where(suppressions.c.email_key == sa.func.lower(deliveries.c.email))
+    suppressed = sa.exists().where(
+        subscribers.c.id == deliveries.c.subscriber_id, suppressions.c.email_key == subscribers.c.email_key
+    )
     subscribed = sa.exists().where(
         memberships.c.list_id == list_id_value,
         memberships.c.subscriber_id == deliveries.c.subscriber_id,
@@ -106,30 +108,30 @@ class Ledger:
         self.list_id = list_id(engine, list_name)
         self.postgres = engine.dialect.name == "postgresql"
         self._guard = threading.Lock()
-        self._lock: IO[bytes] | None = None
+        self._lock: FileLock | None = None
         if not self.postgres:
             self._lock = self._take_lock()
         self.conn = engine.connect()
         if self.postgres:
             pid = self.conn.execute(sa.text("SELECT pg_backend_pid()")).scalar_one()
-            self.me = f"pg:{pid}"
+            self.claimant = f"pg:{pid}"
         else:
-            self.me = f"pid:{os.getpid()}"
+            self.claimant = f"pid:{os.getpid()}"
         self.conn.commit()
 
-    def _take_lock(self) -> IO[bytes]:
+    def _take_lock(self) -> FileLock:
+        """One sender per issue and list on SQLite: an OS file lock, released even if the process is killed."""
         database = self.engine.url.database or "memory"
         path = Path(f"{database}.send-{self.issue}-{self.list_name}.lock")
-        handle = path.open("ab")
+        lock = FileLock(path)
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.close()
+            lock.acquire(timeout=0)
+        except Timeout:
             raise MailerError(
                 f"another mailer send of {self.issue} to '{self.list_name}' is running on this database ({path}); "
                 "wait for it to finish (on PostgreSQL several senders share the work)"
             ) from None
-        return handle
+        return lock
 
     def _where(self, *conditions: Any) -> Any:
         return sa.and_(deliveries.c.issue == self.issue, deliveries.c.list_id == self.list_id, *conditions)
@@ -220,7 +222,7 @@ class Ledger:
         claimed = self.conn.execute(
             sa.update(deliveries)
             .where(deliveries.c.id.in_(ids))
-            .values(status=SENDING, claimed_by=self.me, updated_at=now())
+            .values(status=SENDING, claimed_by=self.claimant, updated_at=now())
             .returning(deliveries.c.id, deliveries.c.subscriber_id, deliveries.c.email, deliveries.c.attempts)
         ).all()
         people = {}
@@ -295,7 +297,7 @@ class Ledger:
     def close(self) -> None:
         self.conn.close()
         if self._lock is not None:
-            self._lock.close()
+            self._lock.release()
 
 
 def delivery_status(engine: Engine, issue: str, list_name: str) -> StatusReport:

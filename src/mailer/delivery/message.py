@@ -8,6 +8,7 @@ so the bytes are ready for SMTP DATA as they are (see smtp.py) and identical in 
 
 from __future__ import annotations
 
+import datetime as dt
 import email.quoprimime
 import html
 import itertools
@@ -16,17 +17,16 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from email.header import Header
-from email.utils import format_datetime, formataddr, parseaddr
-from typing import Any
+from email.utils import format_datetime, parseaddr
 
 from mailer.compose.render import PLACEHOLDERS, RenderedIssue
+from mailer.delivery.dkim_signing import DkimSigner
+from mailer.delivery.headers import address_header, encoded_header
 from mailer.delivery.wire import WireBytes
 from mailer.errors import MailerError
 
 _PLACEHOLDER = re.compile("(" + "|".join(re.escape(p) for p in PLACEHOLDERS.values()) + ")")
 _NAMES = {value: key for key, value in PLACEHOLDERS.items()}
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 _QP_WIDTH = 74
 """Two under QP's 76, so a line's leading dot can become =2E without passing the limit."""
 
@@ -36,14 +36,6 @@ class Recipient:
     email: str
     name: str = ""
     unsubscribe_url: str = ""
-    attributes: dict[str, Any] | None = None
-
-
-def header_safe(value: str) -> str:
-    """Header values cannot carry CR, LF or other controls: they are folded into spaces."""
-    if _CONTROL.search(value):
-        value = _CONTROL.sub(" ", value)
-    return " ".join(value.split())
 
 
 def _qp(text: str) -> bytes:
@@ -53,24 +45,6 @@ def _qp(text: str) -> bytes:
     if encoded.startswith(b"."):
         encoded = b"=2E" + encoded[1:]
     return encoded.replace(b"\r\n.", b"\r\n=2E")
-
-
-def _address_header(name: str, address: str) -> str:
-    name = header_safe(name)
-    if name.isascii():
-        return formataddr((name, address))
-    return f"{Header(name, 'utf-8').encode()} <{address}>"
-
-
-def _encoded_header(name: str, value: str) -> bytes:
-    """ASCII values as they are (URLs must stay whole); others as RFC 2047 encoded words, folded."""
-    value = header_safe(value)
-    if value.isascii():
-        if len(name) + len(value) > 900:
-            raise MailerError(f"{name} header is too long ({len(value)} characters)")
-        return f"{name}: {value}\r\n".encode("ascii")
-    encoded = Header(value, "utf-8", header_name=name).encode(linesep="\r\n")
-    return f"{name}: {encoded}\r\n".encode("ascii")
 
 
 Segment = bytes | str
@@ -101,6 +75,11 @@ def _joiner(segments: list[Segment], escape: Callable[[str], str]) -> Callable[[
     return join
 
 
+def sender_domain(sender: str) -> str:
+    """The domain of the sender's address: Message-IDs and the DKIM signature name it."""
+    return parseaddr(sender)[1].rpartition("@")[2]
+
+
 class MessageTemplate:
     """Everything about an issue's message that does not depend on the recipient."""
 
@@ -113,29 +92,28 @@ class MessageTemplate:
         reply_to: str | None = None,
         list_id: str | None = None,
         unsubscribe_mailto: str | None = None,
-        extra_headers: dict[str, str] | None = None,
+        signer: DkimSigner | None = None,
     ) -> None:
         _, sender_address = parseaddr(sender)
         if "@" not in sender_address:
             raise MailerError(f"sender {sender!r}: set sender to an address such as 'Newsletter <news@example.org>'")
         self.sender_address = sender_address
-        self.domain = sender_address.rpartition("@")[2]
+        self.domain = sender_domain(sender)
         self.unsubscribe_mailto = unsubscribe_mailto
+        self.signer = signer
         self._message_ids = itertools.count(1)
         self._message_id_prefix = f"{int(time.time())}.{secrets.token_hex(6)}"
         boundary = f"=_mailer_{secrets.token_hex(16)}"
         sender_name, _ = parseaddr(sender)
         head = [
-            _encoded_header("From", _address_header(sender_name, sender_address)),
-            _encoded_header("Subject", subject),
+            encoded_header("From", address_header(sender_name, sender_address)),
+            encoded_header("Subject", subject),
         ]
         if reply_to:
-            head.append(_encoded_header("Reply-To", reply_to))
+            head.append(encoded_header("Reply-To", reply_to))
         if list_id:
-            head.append(_encoded_header("List-Id", list_id))
+            head.append(encoded_header("List-Id", list_id))
         head.append(b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n")
-        for name, value in (extra_headers or {}).items():
-            head.append(_encoded_header(name, value))
         head.append(b"MIME-Version: 1.0\r\n")
         head.append(f'Content-Type: multipart/alternative; boundary="{boundary}"\r\n\r\n'.encode())
         self._head = b"".join(head)
@@ -152,16 +130,22 @@ class MessageTemplate:
         """Unique without a system call per message: a random prefix per send plus a counter."""
         return f"<{self._message_id_prefix}.{next(self._message_ids)}@{self.domain}>"
 
-    def build(self, recipient: Recipient, *, message_id: str, date: Any) -> WireBytes:
+    def message_for(self, recipient: Recipient) -> tuple[str, WireBytes]:
+        """(Message-ID, bytes): what every path sends or writes (a send, a test send, a dry run's .eml files)."""
+        message_id = self.new_message_id()
+        data = self.build(recipient, message_id=message_id, date=dt.datetime.now(dt.UTC))
+        return message_id, self.signer.sign(data) if self.signer is not None else data
+
+    def build(self, recipient: Recipient, *, message_id: str, date: dt.datetime) -> WireBytes:
         """The whole message for one recipient, CRLF line endings, ready for DATA as it is."""
         values = {"email": recipient.email, "name": recipient.name, "unsubscribe_url": recipient.unsubscribe_url}
         unsubscribe = f"<{recipient.unsubscribe_url}>"
         if self.unsubscribe_mailto:
             unsubscribe += f", <{self.unsubscribe_mailto}>"
         headers = (
-            _encoded_header("To", _address_header(recipient.name, recipient.email))
+            encoded_header("To", address_header(recipient.name, recipient.email))
             + f"Date: {format_datetime(date)}\r\nMessage-ID: {message_id}\r\n".encode("ascii")
-            + _encoded_header("List-Unsubscribe", unsubscribe)
+            + encoded_header("List-Unsubscribe", unsubscribe)
         )
         return WireBytes(
             b"".join(

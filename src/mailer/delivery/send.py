@@ -10,24 +10,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import random
 import time
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy.engine import Engine
 
 from mailer.audience.lists import list_id, mailable_subscribers
-from mailer.compose.build import slug_of
+from mailer.compose.issues_folder import slug_of
 from mailer.compose.load import load_issue
 from mailer.compose.render import render_issue
 from mailer.delivery.dkim_signing import DkimSigner
 from mailer.delivery.ledger import Claimed, Ledger, Outcome
-from mailer.delivery.message import MessageTemplate, Recipient
+from mailer.delivery.message import MessageTemplate, Recipient, sender_domain
 from mailer.delivery.smtp import DeliveryError, FileTransport, SMTPConnection, SMTPSetupError, Transport
 from mailer.delivery.unsubscribe import make_token, unsubscribe_url
 from mailer.errors import ConfigError, ExitStatus, MailerError
@@ -121,21 +120,23 @@ def build_template(issue_path: Path, settings: Settings, *, list_name: str | Non
     slug = slug_of(issue_path)
     rendered = render_issue(issue, slug, settings)
     domain = settings.archive_url.split("//", 1)[-1].split("/", 1)[0]
+    sender = _sender(settings)
     template = MessageTemplate(
         rendered,
         subject=issue.email_subject,
-        sender=_sender(settings),
+        sender=sender,
         reply_to=settings.reply_to,
         list_id=f"{list_name} <{list_name}.{domain}>" if list_name else None,
         unsubscribe_mailto=settings.unsubscribe_mailto,
+        signer=_dkim_signer(settings, sender_domain(sender)),
     )
     return slug, template
 
 
-def dkim_signer(settings: Settings, template: MessageTemplate) -> DkimSigner | None:
-    if settings.dkim_key_file is None or settings.dkim_selector is None:
+def _dkim_signer(settings: Settings, domain: str) -> DkimSigner | None:
+    if settings.dkim_key_file is None or settings.dkim_selector is None or not domain:
         return None
-    return DkimSigner(settings.dkim_key_file, settings.dkim_selector, template.domain)
+    return DkimSigner(settings.dkim_key_file, settings.dkim_selector, domain)
 
 
 def personal_recipient(
@@ -156,78 +157,103 @@ def _secret(settings: Settings) -> str:
 
 
 @dataclass
-class _Run:
+class _RelayContact:
+    """When the pool may next talk to the relay, and when it last did: shared by every worker."""
+
+    settings: Settings
+    limiter: RateLimiter
+    pause_until: float = 0.0
+    last_contact: float = field(default_factory=time.monotonic)
+
+    def backoff(self, attempts: int) -> float:
+        base = self.settings.retry_base_delay * 2 ** (attempts - 1)
+        return float(min(300.0, base * (0.5 + random.random())))
+
+    def lost(self, error: DeliveryError, tries: int) -> None:
+        """A dropped or refused connection: pause the whole pool, or give up after `give_up_after` without contact."""
+        if time.monotonic() - self.last_contact > self.settings.give_up_after:
+            raise SMTPSetupError(
+                f"no contact with the SMTP server for {self.settings.give_up_after:.0f} s ({error.reply}); "
+                "the ledger keeps what is left: run the same command again later"
+            ) from None
+        self.pause_until = max(self.pause_until, time.monotonic() + self.backoff(min(tries, 6)))
+
+    def reached(self) -> None:
+        self.last_contact = time.monotonic()
+
+
+@dataclass
+class _Tally:
+    """What this run has done so far: the summary, the outcomes not yet written, the rows to give back."""
+
+    summary: SendSummary
+    total: int
+    progress: Progress | None
+    outcomes: list[Outcome] = field(default_factory=list)
+    released: list[int] = field(default_factory=list)
+
+    def count(self, outcome: Outcome) -> None:
+        self.outcomes.append(outcome)
+        summary = self.summary
+        if outcome.sent:
+            summary.sent += 1
+        elif outcome.permanent:
+            summary.failed_permanent += 1
+        else:
+            summary.failed_temporary += 1
+        if self.progress:
+            self.progress(summary.sent, summary.failed_temporary + summary.failed_permanent, self.total)
+
+    def take_outcomes(self) -> list[Outcome]:
+        batch, self.outcomes = self.outcomes, []
+        return batch
+
+
+@dataclass
+class _ListSend:
+    """One run of a send to a list: the message, the ledger, the relay's pacing and the tally."""
+
     settings: Settings
     template: MessageTemplate
     ledger: Ledger
-    sender_address: str
     secret: str
-    limiter: RateLimiter
+    relay: _RelayContact
+    tally: _Tally
     stop: asyncio.Event
-    summary: SendSummary
-    progress: Progress | None
-    outcomes: list[Outcome]
-    released: list[int]
-    signer: DkimSigner | None = None
-    total: int = 0
     fatal: BaseException | None = None
-    pause_until: float = 0.0
-    last_contact: float = 0.0
 
     def recipient(self, claimed: Claimed) -> Recipient:
         return personal_recipient(
             self.settings, self.secret, self.ledger.list_id, claimed.subscriber_id, claimed.email, claimed.name
         )
 
-    def backoff(self, attempts: int) -> float:
-        base = self.settings.retry_base_delay * 2 ** (attempts - 1)
-        return float(min(300.0, base * (0.5 + random.random())))
-
     async def deliver(self, transport: Transport, claimed: Claimed) -> Outcome | None:
         """Send one message with retries; None when the send stopped before it could be tried."""
-        message_id = self.template.new_message_id()
-        data: bytes = self.template.build(self.recipient(claimed), message_id=message_id, date=dt.datetime.now(dt.UTC))
-        if self.signer is not None:
-            data = self.signer.sign(data)
+        message_id, data = self.template.message_for(self.recipient(claimed))
+        relay = self.relay
         attempts = claimed.attempts
         tries = 0
         while True:
-            wait = self.pause_until - time.monotonic()
+            wait = relay.pause_until - time.monotonic()
             if wait > 0:
                 await _sleep_unless(self.stop, wait)
             if self.stop.is_set():
                 return None
-            await self.limiter.acquire()
+            await relay.limiter.acquire()
             attempts += 1
             tries += 1
             try:
-                reply = await transport.send(self.sender_address, claimed.email, data)
+                reply = await transport.send(self.template.sender_address, claimed.email, data)
             except DeliveryError as error:
                 if error.connection_lost:
-                    if time.monotonic() - self.last_contact > self.settings.give_up_after:
-                        raise SMTPSetupError(
-                            f"no contact with the SMTP server for {self.settings.give_up_after:.0f} s ({error.reply}); "
-                            "the ledger keeps what is left: run the same command again later"
-                        ) from None
-                    self.pause_until = max(self.pause_until, time.monotonic() + self.backoff(min(tries, 6)))
+                    relay.lost(error, tries)
                 if error.permanent or tries >= self.settings.max_attempts:
                     return Outcome(claimed.delivery_id, False, error.reply, attempts, permanent=error.permanent)
                 if not error.connection_lost:
-                    await _sleep_unless(self.stop, self.backoff(tries))
+                    await _sleep_unless(self.stop, relay.backoff(tries))
                 continue
-            self.last_contact = time.monotonic()
+            relay.reached()
             return Outcome(claimed.delivery_id, True, reply, attempts, message_id=message_id)
-
-    def count(self, outcome: Outcome) -> None:
-        self.outcomes.append(outcome)
-        if outcome.sent:
-            self.summary.sent += 1
-        elif outcome.permanent:
-            self.summary.failed_permanent += 1
-        else:
-            self.summary.failed_temporary += 1
-        if self.progress:
-            self.progress(self.summary.sent, self.summary.failed_temporary + self.summary.failed_permanent, self.total)
 
 
 async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
@@ -235,31 +261,31 @@ async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
         await asyncio.wait_for(stop.wait(), timeout=seconds)
 
 
-async def _worker(run: _Run, queue: asyncio.Queue[Claimed | None], transport: Transport) -> None:
+async def _worker(run: _ListSend, queue: asyncio.Queue[Claimed | None], transport: Transport) -> None:
     try:
         while (claimed := await queue.get()) is not None:
             try:
                 if run.stop.is_set():
-                    run.released.append(claimed.delivery_id)
+                    run.tally.released.append(claimed.delivery_id)
                     continue
                 try:
                     outcome = await run.deliver(transport, claimed)
                 except SMTPSetupError as error:
                     run.fatal = error
                     run.stop.set()
-                    run.released.append(claimed.delivery_id)
+                    run.tally.released.append(claimed.delivery_id)
                     continue
                 if outcome is None:
-                    run.released.append(claimed.delivery_id)
+                    run.tally.released.append(claimed.delivery_id)
                 else:
-                    run.count(outcome)
+                    run.tally.count(outcome)
             finally:
                 queue.task_done()
     finally:
         await transport.close()
 
 
-async def _feed(run: _Run, queue: asyncio.Queue[Claimed | None], workers: int) -> None:
+async def _feed(run: _ListSend, queue: asyncio.Queue[Claimed | None], workers: int) -> None:
     """Claim one pool's worth at a time, one batch ahead of the workers.
 
     At most three pools' worth of rows (in flight, queued, and the batch being queued) are
@@ -278,11 +304,10 @@ async def _feed(run: _Run, queue: asyncio.Queue[Claimed | None], workers: int) -
             await queue.put(None)
 
 
-async def _flush(run: _Run, done: asyncio.Event) -> None:
+async def _flush(run: _ListSend, done: asyncio.Event) -> None:
     while not done.is_set():
         await _sleep_unless(done, FLUSH_SECONDS)
-        batch, run.outcomes[:] = list(run.outcomes), []
-        await asyncio.to_thread(run.ledger.record, batch)
+        await asyncio.to_thread(run.ledger.record, run.tally.take_outcomes())
 
 
 async def send_to_list(
@@ -291,7 +316,6 @@ async def send_to_list(
     issue_path: Path,
     list_name: str,
     *,
-    transport_factory: Callable[[], Transport] | None = None,
     retry_failed: bool = False,
     include_permanent: bool = False,
     progress: Progress | None = None,
@@ -308,34 +332,28 @@ async def send_to_list(
         summary.uncertain = await asyncio.to_thread(ledger.recover)
         if retry_failed:
             await asyncio.to_thread(ledger.reset_failed, include_permanent=include_permanent)
-        run = _Run(
+        run = _ListSend(
             settings=settings,
             template=template,
             ledger=ledger,
-            sender_address=template.sender_address,
             secret=secret,
-            limiter=RateLimiter(settings.rate_per_second, settings.rate_per_hour),
+            relay=_RelayContact(settings, RateLimiter(settings.rate_per_second, settings.rate_per_hour)),
+            tally=_Tally(summary, total=await asyncio.to_thread(ledger.pending), progress=progress),
             stop=stop or asyncio.Event(),
-            summary=summary,
-            progress=progress,
-            outcomes=[],
-            released=[],
-            last_contact=time.monotonic(),
-            signer=dkim_signer(settings, template),
-            total=await asyncio.to_thread(ledger.pending),
         )
-        factory = transport_factory or (lambda: SMTPConnection(settings))
         workers = settings.smtp_pool_size
         queue: asyncio.Queue[Claimed | None] = asyncio.Queue(maxsize=workers)
         done = asyncio.Event()
         flusher = asyncio.create_task(_flush(run, done))
         try:
-            await asyncio.gather(_feed(run, queue, workers), *(_worker(run, queue, factory()) for _ in range(workers)))
+            await asyncio.gather(
+                _feed(run, queue, workers), *(_worker(run, queue, SMTPConnection(settings)) for _ in range(workers))
+            )
         finally:
             done.set()
             await flusher
-            await asyncio.to_thread(ledger.record, run.outcomes)
-            await asyncio.to_thread(ledger.release, run.released)
+            await asyncio.to_thread(ledger.record, run.tally.take_outcomes())
+            await asyncio.to_thread(ledger.release, run.tally.released)
         summary.interrupted = run.stop.is_set()
         if run.fatal is not None:
             raise run.fatal
@@ -349,10 +367,7 @@ async def send_test(settings: Settings, issue_path: Path, address: str) -> str:
     """One message to one address, outside the ledger: for proofreading in a real mail client."""
     _, template = build_template(issue_path, settings, list_name=None)
     recipient = Recipient(address, "", f"{settings.archive_url.rstrip('/')}/unsubscribe/test")
-    data: bytes = template.build(recipient, message_id=template.new_message_id(), date=dt.datetime.now(dt.UTC))
-    signer = dkim_signer(settings, template)
-    if signer is not None:
-        data = signer.sign(data)
+    _, data = template.message_for(recipient)
     connection = SMTPConnection(settings)
     try:
         return await connection.send(template.sender_address, address, data)
@@ -363,14 +378,14 @@ async def send_test(settings: Settings, issue_path: Path, address: str) -> str:
 
 
 async def dry_run(engine: Engine, settings: Settings, issue_path: Path, list_name: str, out_dir: Path) -> int:
-    """Write the .eml file each subscriber would get; send nothing, record nothing."""
-    slug, template = build_template(issue_path, settings, list_name=list_name)
+    """Write the .eml file each subscriber would get, byte for byte as a send makes it; send nothing, record nothing."""
+    _, template = build_template(issue_path, settings, list_name=list_name)
     secret = _secret(settings)
     lid = list_id(engine, list_name)
     transport = FileTransport(out_dir)
     for subscriber in mailable_subscribers(engine, list_name):
         recipient = personal_recipient(settings, secret, lid, subscriber.id, subscriber.email, subscriber.name)
-        data = template.build(recipient, message_id=template.new_message_id(), date=dt.datetime.now(dt.UTC))
+        _, data = template.message_for(recipient)
         await transport.send(template.sender_address, subscriber.email, data)
     return transport.count
 
@@ -389,10 +404,3 @@ def run(coroutine: Coroutine[Any, Any, T]) -> T:
         return asyncio.run(_with_one_database_thread(coroutine))
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         return runner.run(_with_one_database_thread(coroutine))
-
-
-def newest_issue(folder: Path) -> Path:
-    files = sorted(folder.glob("*.yaml"))
-    if not files:
-        raise MailerError(f"{folder}: no issue files; name one: mailer send issues/2016-02.yaml --list staff")
-    return files[-1]

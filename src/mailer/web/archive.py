@@ -21,8 +21,9 @@ from pathlib import Path
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from markupsafe import Markup
 
-from mailer.compose.load import load_issue
-from mailer.compose.model import Issue
+from mailer.compose.build import write_atomically
+from mailer.compose.issues_folder import file_stamp, is_slug, load_cached, scan_issues
+from mailer.compose.model import Issue, human_date
 from mailer.compose.render import render_issue
 from mailer.compose.templates import default_templates_dir
 from mailer.errors import MailerError
@@ -32,13 +33,9 @@ PAGE_TEMPLATES = Path(__file__).parent / "archive_page"
 MARKER = ".mailer-publish"
 """Written into every export: only a folder holding it may be replaced by the next publish."""
 MARKER_TEXT = "Made by mailer publish; the next publish replaces this whole folder.\n"
-RESERVED_SLUGS = frozenset({"feed.xml", "index.html", "subscribe", "unsubscribe", "confirm"})
-"""Names the archive's own pages and the web app's routes use; an issue file cannot take them."""
-
 ATOM = "http://www.w3.org/2005/Atom"
 XML_LANG = "{http://www.w3.org/XML/1998/namespace}lang"
 
-_SLUG = re.compile(r"[0-9A-Za-z][0-9A-Za-z._-]{0,99}")
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 _NOT_CSS_FONT = re.compile(r"[^\w\s,'\"-]")
 
@@ -65,28 +62,6 @@ class ArchiveScan:
     problems: list[str]
 
 
-def is_slug(slug: str) -> bool:
-    """A name safe as one URL path segment and one file name: no '/', no '..', no hidden files."""
-    return _SLUG.fullmatch(slug) is not None and slug not in RESERVED_SLUGS
-
-
-def _stat(path: Path) -> tuple[int, int] | None:
-    try:
-        info = path.stat()
-    except OSError:
-        return None
-    return info.st_mtime_ns, info.st_size
-
-
-@lru_cache(maxsize=256)
-def _load(path: Path, mtime_ns: int, size: int) -> Issue | tuple[str, ...]:
-    """Parse each version of a file once; the index is asked for far more often than issues change."""
-    try:
-        return load_issue(path)
-    except MailerError as error:
-        return tuple(error.lines())
-
-
 def _entry(path: Path, issue: Issue, settings: Settings) -> ArchiveEntry:
     slug = path.stem
     return ArchiveEntry(
@@ -102,31 +77,14 @@ def _entry(path: Path, issue: Issue, settings: Settings) -> ArchiveEntry:
 
 def scan_archive(folder: Path, settings: Settings, *, today: dt.date | None = None) -> ArchiveScan:
     """Sort the issue files into published, drafts and problems; one broken file never hides the others."""
-    if not folder.is_dir():
-        raise MailerError(f"{folder}: no such folder of issues; set issues_dir to the folder holding the *.yaml files")
     today = today or dt.date.today()
-    entries: list[ArchiveEntry] = []
-    drafts: list[ArchiveEntry] = []
-    problems: list[str] = []
-    for path in sorted(folder.glob("*.yaml")):
-        if path.name.startswith("."):
-            continue  # editors' lock and backup files, not issues
-        if not is_slug(path.stem):
-            problems.append(
-                f"{path}: {path.stem!r} cannot be a web address; name issue files with letters, digits, '.', '_' "
-                f"and '-' only, not starting with '.' and not {', '.join(sorted(RESERVED_SLUGS))}"
-            )
-            continue
-        stamp = _stat(path)
-        loaded = _load(path, *stamp) if stamp else (f"{path}: cannot read",)
-        if isinstance(loaded, tuple):
-            problems.extend(loaded)
-            continue
-        entry = _entry(path, loaded, settings)
-        (drafts if entry.date > today else entries).append(entry)
-    entries.sort(key=lambda e: (e.date, e.slug), reverse=True)
-    drafts.sort(key=lambda e: (e.date, e.slug), reverse=True)
-    return ArchiveScan(entries, drafts, problems)
+    scan = scan_issues(folder)
+    entries = [_entry(found.path, found.issue, settings) for found in scan.issues]
+    return ArchiveScan(
+        entries=[entry for entry in entries if entry.date <= today],
+        drafts=[entry for entry in entries if entry.date > today],
+        problems=scan.problems,
+    )
 
 
 def archive_entries(folder: Path, settings: Settings, *, today: dt.date | None = None) -> list[ArchiveEntry]:
@@ -134,7 +92,7 @@ def archive_entries(folder: Path, settings: Settings, *, today: dt.date | None =
     return scan_archive(folder, settings, today=today).entries
 
 
-class _Same:
+class _SettingsIdentity:
     """Compares by identity, so a render cache keyed on it never serves one Settings' output for another."""
 
     __slots__ = ("settings",)
@@ -146,7 +104,7 @@ class _Same:
         return id(self.settings)
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, _Same) and other.settings is self.settings
+        return isinstance(other, _SettingsIdentity) and other.settings is self.settings
 
 
 def _templates_stamp(settings: Settings) -> tuple[int, int]:
@@ -154,16 +112,16 @@ def _templates_stamp(settings: Settings) -> tuple[int, int]:
     newest, count = 0, 0
     for root, _, names in os.walk(settings.templates_dir or default_templates_dir()):
         for name in names:
-            stamp = _stat(Path(root, name))
+            stamp = file_stamp(Path(root, name))
             if stamp:
                 newest, count = max(newest, stamp[0]), count + 1
     return newest, count
 
 
 @lru_cache(maxsize=32)
-def _render_web(path: Path, mtime_ns: int, size: int, same: _Same, templates: tuple[int, int]) -> str:
+def _render_web(path: Path, mtime_ns: int, size: int, same: _SettingsIdentity, templates: tuple[int, int]) -> str:
     """A render costs ~40 ms; a busy archive renders each version of an issue once."""
-    loaded = _load(path, mtime_ns, size)
+    loaded = load_cached(path, (mtime_ns, size))
     if isinstance(loaded, tuple):
         raise MailerError("\n".join(loaded))
     return render_issue(loaded, path.stem, same.settings).web_html
@@ -174,17 +132,13 @@ def web_page(folder: Path, slug: str, settings: Settings, *, today: dt.date | No
     if not is_slug(slug):
         return None
     path = folder / f"{slug}.yaml"
-    stamp = _stat(path)
+    stamp = file_stamp(path)
     if stamp is None or not path.is_file():
         return None
-    loaded = _load(path, *stamp)
+    loaded = load_cached(path, stamp)
     if isinstance(loaded, tuple) or loaded.date > (today or dt.date.today()):
         return None
-    return _render_web(path, *stamp, _Same(settings), _templates_stamp(settings))
-
-
-def human_date(day: dt.date) -> str:
-    return f"{day.day} {day:%B %Y}"
+    return _render_web(path, *stamp, _SettingsIdentity(settings), _templates_stamp(settings))
 
 
 def _css_font(font_family: str) -> Markup:
@@ -291,29 +245,21 @@ def _publish_target(out_dir: Path) -> Path:
     return target
 
 
-def _write(path: Path, content: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8", newline="") as handle:
-        handle.write(content)
-        handle.flush()
-        os.fsync(handle.fileno())
-
-
 def _stage(target: Path, files: dict[str, str]) -> Path:
     """Write the whole site into a hidden sibling of the target, so the swap is two renames on one file system."""
-    staging: Path | None = None
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".publishing", dir=target.parent))
         staging.chmod(0o755)  # mkdtemp's 0700 would hide the site from the web server's user
-        for name, content in {MARKER: MARKER_TEXT, **files}.items():
-            _write(staging / name, content)
     except OSError as error:
-        if staging is not None:
-            shutil.rmtree(staging, ignore_errors=True)
         raise MailerError(
             f"{error.filename or target}: cannot write: {error.strerror}; the previous export is unchanged"
         ) from None
+    try:
+        write_atomically({staging / name: content for name, content in {MARKER: MARKER_TEXT, **files}.items()})
+    except MailerError:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     return staging
 
 
@@ -341,10 +287,10 @@ def publish(folder: Path, out_dir: Path, settings: Settings, *, today: dt.date |
     files = {"index.html": index_page(scan.entries, settings), "feed.xml": atom_feed(scan.entries, settings)}
     templates = _templates_stamp(settings)
     for entry in scan.entries:
-        stamp = _stat(entry.path)
+        stamp = file_stamp(entry.path)
         if stamp is None:
             raise MailerError(f"{entry.path}: disappeared while publishing; nothing was changed")
-        files[f"{entry.slug}/index.html"] = _render_web(entry.path, *stamp, _Same(settings), templates)
+        files[f"{entry.slug}/index.html"] = _render_web(entry.path, *stamp, _SettingsIdentity(settings), templates)
     _publish_target(out_dir)  # again: someone may have written into it while we rendered
     _swap(_stage(target, files), target)
     return [(out_dir / name, len(content.encode("utf-8"))) for name, content in files.items()]

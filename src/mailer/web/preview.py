@@ -23,7 +23,8 @@ from starlette.responses import HTMLResponse, PlainTextResponse, Response, Strea
 from starlette.routing import Route
 from watchfiles import awatch
 
-from mailer.compose.build import GMAIL_CLIP_BYTES, WARN_BYTES, slug_of
+from mailer.compose.build import GMAIL_CLIP_BYTES, WARN_BYTES
+from mailer.compose.issues_folder import slug_of
 from mailer.compose.load import load_issue
 from mailer.compose.model import Issue
 from mailer.compose.render import RenderedIssue, render_issue
