@@ -15,7 +15,7 @@ from email.utils import formataddr, make_msgid, parseaddr
 from itsdangerous import BadData, URLSafeTimedSerializer
 
 from mailer.audience.lists import PublicList
-from mailer.delivery.message import header_safe
+from mailer.delivery.headers import header_safe
 from mailer.delivery.unsubscribe import BadToken
 from mailer.settings import Settings
 

@@ -33,22 +33,21 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from mailer.audience.addresses import InvalidAddress, normalise_email
 from mailer.audience.database import SUBSCRIBED, UNSUBSCRIBED, open_database
 from mailer.audience.lists import (
-    InvalidAddress,
     Membership,
     PublicList,
     add_subscriber,
     find_subscriber_id,
     list_name_of,
     membership,
-    normalise_email,
     public_list,
     suppression_reason,
     unsubscribe,
     unsubscribe_from_list,
 )
-from mailer.delivery.message import header_safe
+from mailer.delivery.headers import header_safe
 from mailer.delivery.smtp import DeliveryError, SMTPConnection
 from mailer.delivery.unsubscribe import BadToken, read_token
 from mailer.errors import ConfigError, MailerError
@@ -239,7 +238,7 @@ class PublicWeb:
         name = header_safe(str(form.get("name") or ""))[:MAX_NAME]
         typed = str(form.get("email") or "")[:320]
         try:
-            address, _ = normalise_email(typed)
+            address, key = normalise_email(typed)
         except InvalidAddress:
             return self.page(
                 request,
@@ -252,15 +251,15 @@ class PublicWeb:
             )
         token = make_confirm_token(self.secret, mailing_list.id, address, name)
         link = f"{self.settings.archive_url.rstrip('/')}/confirm/{token}"
-        task = BackgroundTask(self.send_confirmation, mailing_list, address, name, link)
+        task = BackgroundTask(self.send_confirmation, mailing_list, address, key, name, link)
         return self.page(request, "check_inbox.html", mailing_list=mailing_list, background=task)
 
-    async def send_confirmation(self, mailing_list: PublicList, address: str, name: str, link: str) -> None:
+    async def send_confirmation(self, mailing_list: PublicList, address: str, key: str, name: str, link: str) -> None:
         """After the response, so its timing says nothing about the address; suppressed addresses get nothing."""
 
         def suppressed() -> bool:
             with self.engine.connect() as conn:
-                return suppression_reason(conn, address.lower()) is not None
+                return suppression_reason(conn, key) is not None
 
         if await run_in_threadpool(suppressed):
             return
