@@ -18,6 +18,15 @@ GMAIL_CLIP_BYTES = 102 * 1024
 WARN_BYTES = 90 * 1024
 
 
+def size_warning(email_html_bytes: int) -> str | None:
+    """What to tell the author about the email HTML's size: Gmail cuts off what passes 102 KB."""
+    if email_html_bytes > GMAIL_CLIP_BYTES:
+        return "Gmail clips messages over 102 KB: readers will see '[Message clipped]'"
+    if email_html_bytes > WARN_BYTES:
+        return "close to Gmail's 102 KB clipping limit"
+    return None
+
+
 @dataclass(frozen=True)
 class WrittenFile:
     path: Path
@@ -28,11 +37,7 @@ class WrittenFile:
     def warning(self) -> str | None:
         if self.path.suffix != ".html" or self.description != "email":
             return None
-        if self.size > GMAIL_CLIP_BYTES:
-            return "Gmail clips messages over 102 KB: readers will see '[Message clipped]'"
-        if self.size > WARN_BYTES:
-            return "close to Gmail's 102 KB clipping limit"
-        return None
+        return size_warning(self.size)
 
     def summary(self) -> str:
         line = f"{self.path}  {self.size / 1024:.1f} KB  {self.description}"

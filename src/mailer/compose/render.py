@@ -12,6 +12,7 @@ import mjml
 from premailer import Premailer
 
 from mailer.compose.model import Issue
+from mailer.compose.template_errors import render_template
 from mailer.compose.templates import default_templates_dir, environment
 from mailer.compose.text import render_text
 from mailer.errors import RenderError
@@ -66,16 +67,6 @@ def inline_css(html: str, css: str) -> str:
     return inlined.replace(_IGNORE, "")
 
 
-def _render_mjml(template: jinja2.Template, **context: object) -> str:
-    try:
-        return template.render(**context)
-    except jinja2.TemplateError as error:
-        name = getattr(error, "filename", None) or getattr(error, "name", None) or template.name
-        line = getattr(error, "lineno", None)
-        where = f"{name}:{line}" if line else f"{name}"
-        raise RenderError(f"{where}: template error: {error}") from None
-
-
 def render_issue(issue: Issue, slug: str, settings: Settings) -> RenderedIssue:
     """Render every output in memory; nothing touches the disk here."""
     templates_dir = settings.templates_dir or default_templates_dir()
@@ -91,8 +82,8 @@ def render_issue(issue: Issue, slug: str, settings: Settings) -> RenderedIssue:
         "web_url": settings.web_url(slug),
         "archive_url": settings.archive_url,
     }
-    email_mjml = _render_mjml(template, web=False, recipient=PLACEHOLDERS, **context)
-    web_mjml = _render_mjml(template, web=True, recipient=None, **context)
+    email_mjml = render_template(template, web=False, recipient=PLACEHOLDERS, **context)
+    web_mjml = render_template(template, web=True, recipient=None, **context)
     return RenderedIssue(
         slug=slug,
         email_html=inline_css(_mjml_to_html(email_mjml), css),

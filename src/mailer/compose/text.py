@@ -2,25 +2,32 @@
 
 from __future__ import annotations
 
+import re
 import textwrap
 
-from jinja2 import Environment, TemplateError
+from jinja2 import Environment
 
-from mailer.errors import RenderError
+from mailer.compose.template_errors import render_template
 
 WIDTH = 78
+_BLANK_LINE = re.compile(r"\n[ \t]*\n")
 
 
 def wrap(text: str, indent: str = "", first: str | None = None) -> str:
     """Wrap at 78 columns without breaking URLs or words; blank-line-separated paragraphs stay apart."""
-    return textwrap.fill(
-        " ".join(text.split()),
-        width=WIDTH,
-        initial_indent=indent if first is None else first,
-        subsequent_indent=indent,
-        break_long_words=False,
-        break_on_hyphens=False,
-    )
+    paragraphs = [" ".join(block.split()) for block in _BLANK_LINE.split(text)]
+    wrapped = [
+        textwrap.fill(
+            paragraph,
+            width=WIDTH,
+            initial_indent=indent if first is None or number else first,
+            subsequent_indent=indent,
+            break_long_words=False,
+            break_on_hyphens=False,
+        )
+        for number, paragraph in enumerate(p for p in paragraphs if p)
+    ]
+    return "\n\n".join(wrapped)
 
 
 def link_line(label: str, url: str, bullet: str = "* ") -> str:
@@ -37,8 +44,4 @@ def underline(text: str, char: str = "-") -> str:
 
 
 def render_text(env: Environment, **context: object) -> str:
-    try:
-        return env.get_template("issue.txt").render(**context)
-    except TemplateError as error:
-        line = getattr(error, "lineno", None)
-        raise RenderError(f"issue.txt:{line}: template error: {error}") from None
+    return render_template(env.get_template("issue.txt"), **context)

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from markupsafe import Markup
 
 from mailer.compose.build import write_atomically
@@ -28,8 +27,8 @@ from mailer.compose.render import render_issue
 from mailer.compose.templates import default_templates_dir
 from mailer.errors import MailerError
 from mailer.settings import Settings
+from mailer.web.pages import page_templates
 
-PAGE_TEMPLATES = Path(__file__).parent / "archive_page"
 MARKER = ".mailer-publish"
 """Written into every export: only a folder holding it may be replaced by the next publish."""
 MARKER_TEXT = "Made by mailer publish; the next publish replaces this whole folder.\n"
@@ -146,18 +145,6 @@ def _css_font(font_family: str) -> Markup:
     return Markup(_NOT_CSS_FONT.sub("", font_family))
 
 
-@lru_cache(maxsize=1)
-def _pages() -> Environment:
-    return Environment(
-        loader=FileSystemLoader(PAGE_TEMPLATES),
-        autoescape=select_autoescape(default=True, default_for_string=True),
-        undefined=StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-    )
-
-
 def _home(settings: Settings) -> str:
     return settings.archive_url.rstrip("/") + "/"
 
@@ -169,7 +156,7 @@ def archive_title(settings: Settings) -> str:
 def index_page(entries: Iterable[ArchiveEntry], settings: Settings) -> str:
     """The archive's front page; its links are relative, so it works served at / and as a static export."""
     return (
-        _pages()
+        page_templates("archive_page")
         .get_template("index.html")
         .render(
             title=archive_title(settings),

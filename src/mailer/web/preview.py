@@ -16,14 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import uvicorn
-from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 from watchfiles import awatch
 
-from mailer.compose.build import GMAIL_CLIP_BYTES, WARN_BYTES
+from mailer.compose.build import size_warning
 from mailer.compose.issues_folder import slug_of
 from mailer.compose.load import load_issue
 from mailer.compose.model import Issue
@@ -31,8 +30,7 @@ from mailer.compose.render import RenderedIssue, render_issue
 from mailer.compose.templates import default_templates_dir
 from mailer.errors import MailerError
 from mailer.settings import Settings, config_path, load_settings
-
-PAGE_TEMPLATES = Path(__file__).parent / "preview_page"
+from mailer.web.pages import page_templates
 
 
 @dataclass
@@ -95,20 +93,12 @@ class Previewer:
             "preheader": issue.preheader if issue else "",
             "sender": (settings.sender or "(sender not set)") if settings else "",
             "size_kb": round(size / 1024, 1),
-            "size_warning": (
-                "over Gmail's 102 KB clipping limit"
-                if size > GMAIL_CLIP_BYTES
-                else ("close to Gmail's 102 KB clipping limit" if size > WARN_BYTES else "")
-            ),
+            "size_warning": (size_warning(size) or "") if rendered else "",
         }
 
 
-def _page_environment() -> Environment:
-    return Environment(loader=FileSystemLoader(PAGE_TEMPLATES), autoescape=select_autoescape(default=True))
-
-
 def create_app(previewer: Previewer) -> Starlette:
-    pages = _page_environment()
+    pages = page_templates("preview_page")
 
     def preview_or_404(request: Request) -> Preview:
         slug = request.path_params["slug"]
