@@ -1,6 +1,7 @@
 """How fast `mailer send` delivers one issue to a list, against Postfix's smtp-source on the same sink.
 
-Run: .venv/bin/python bench/send.py [--recipients 20000] [--pool 16] [--postgres]
+Run: .venv/bin/python bench/send.py [--recipients 20000] [--pool 16] [--postgres] [--messages 2000]
+     .venv/bin/python bench/send.py --data-seam [--messages 2000]   # only the DATA seam rows, ~10 s
 Needs Postfix's test tools smtp-sink and smtp-source (`apt-get install postfix`; the Postfix
 daemon is not used). Generates a list of N subscribers in a temporary SQLite database (and,
 with --postgres, a temporary schema on postgres@127.0.0.1:5432/test), then runs
@@ -13,11 +14,19 @@ Prints message size, messages/s and CPU µs per message for both senders (and th
 share), the ratio, the child's peak RSS, and the ledger's status line. Exit status 0 when
 every message was sent and counted by the sink, 1 otherwise, 2 without Postfix's tools.
 The machine is noisy: only compare figures from within one run.
+
+The DATA seam rows (also alone, with --data-seam; needs only smtp-sink): --messages copies of
+the same ~61 KB canonical message, each way over one connection to smtp-sink, interleaved in
+rounds: mailer.delivery.smtp._data (writes the bytes as they are) against aiosmtplib's own
+SMTP.data() (normalises line endings and dot-stuffs every message). CPU µs per message is this
+process's time.process_time() for MAIL + RCPT + DATA, so the difference is what the seam saves;
+also the median cost of aiosmtplib's two regex passes alone against wire.is_canonical's scan.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import datetime as dt
 import email.message
@@ -272,6 +281,111 @@ def micro(template: Any, rendered: Any, subject: str, builds: int) -> tuple[floa
     return median_us(mailer_build, builds), median_us(stdlib_build, builds)
 
 
+def on_uvloop(coroutine: Any) -> Any:
+    """Run as `mailer send` does: on uvloop where it is installed."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coroutine)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(coroutine)
+
+
+DATA_WAYS = ("mailer _data", "aiosmtplib SMTP.data()")
+
+
+def data_seam(port: int, sample: bytes, count: int, rounds: int = 4) -> dict[str, Any]:
+    """Send `count` copies of `sample` each way over one connection, in alternating rounds.
+
+    Returns per way the messages sent, wall and CPU seconds (time.process_time: this process,
+    client side only; smtp-sink is another process), and the median µs of the DATA transforms.
+    """
+    import aiosmtplib
+    from aiosmtplib.protocol import PERIOD_REGEX, normalize_message_line_endings
+
+    from mailer.delivery.smtp import _data
+    from mailer.delivery.wire import is_canonical
+
+    async def mailer_way(smtp: aiosmtplib.SMTP, data: bytes) -> Any:
+        return await _data(smtp, data, 30)
+
+    async def aiosmtplib_way(smtp: aiosmtplib.SMTP, data: bytes) -> Any:
+        return await smtp.data(data, timeout=30)
+
+    ways = dict(zip(DATA_WAYS, (mailer_way, aiosmtplib_way), strict=True))
+    figures: dict[str, Any] = {name: {"sent": 0, "wall": 0.0, "cpu": 0.0} for name in ways}
+    per_round = -(-count // rounds)
+    sender, recipient = "newsletter@icmpd.org", "person1@example1.org"
+
+    async def go() -> None:
+        connections = {}
+        for name, way in ways.items():
+            smtp = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, timeout=30)
+            await smtp.connect()
+            await smtp.mail(sender)
+            await smtp.rcpt(recipient)
+            await way(smtp, sample)  # warm-up, not counted
+            connections[name] = smtp
+        for round_ in range(rounds):
+            for name in DATA_WAYS if round_ % 2 == 0 else DATA_WAYS[::-1]:
+                smtp, way, row = connections[name], ways[name], figures[name]
+                n = min(per_round, count - row["sent"])
+                cpu, wall = time.process_time(), time.perf_counter()
+                for _ in range(n):
+                    await smtp.mail(sender)
+                    await smtp.rcpt(recipient)
+                    response = await way(smtp, sample)
+                    if response.code != 250:
+                        raise SystemExit(f"{name}: smtp-sink answered {response.code} {response.message}")
+                row["wall"] += time.perf_counter() - wall
+                row["cpu"] += time.process_time() - cpu
+                row["sent"] += n
+        for smtp in connections.values():
+            await smtp.quit()
+
+    on_uvloop(go())
+    plain = bytes(sample)
+    figures["transform_us"] = median_us(lambda _: PERIOD_REGEX.sub(b"..", normalize_message_line_endings(plain)), 200)
+    figures["scan_us"] = median_us(lambda _: is_canonical(plain), 200)
+    figures["wire_us"] = median_us(lambda _: is_canonical(sample), 200)
+    return figures
+
+
+def report_data_seam(figures: dict[str, Any], size: int, count: int, received: int) -> bool:
+    """Print the DATA seam rows; False if smtp-sink did not count every message."""
+    print(
+        f"\nDATA seam: {count} messages of {size / 1024:.1f} KB (canonical) each way, one connection each, "
+        "to smtp-sink; MAIL + RCPT + DATA, CPU of this process"
+    )
+    ours, theirs = (figures[name] for name in DATA_WAYS)
+    for name, label in zip(
+        DATA_WAYS, ("mailer _data (bytes as they are)", "baseline aiosmtplib SMTP.data()"), strict=True
+    ):
+        row = figures[name]
+        print(rate_line(label, row["sent"], row["wall"], row["cpu"], -1))
+    ours_cpu, theirs_cpu = ours["cpu"] / ours["sent"], theirs["cpu"] / theirs["sent"]
+    print(
+        f"  {'CPU per message aiosmtplib/mailer':34} {theirs_cpu / ours_cpu:7.1f}x  "
+        f"(the seam saves {(theirs_cpu - ours_cpu) * 1e6:.0f} µs/msg)"
+    )
+    print(
+        f"  {'median µs, the transforms alone':34} aiosmtplib normalise + dot-stuff {figures['transform_us']:.0f}, "
+        f"is_canonical scan of plain bytes {figures['scan_us']:.0f}, of WireBytes {figures['wire_us']:.2f}"
+    )
+    expected = 2 * (count + 1)  # and one warm-up message each way
+    if received != expected:
+        print(f"  PROBLEM: smtp-sink counted {received} of {expected} messages")
+        return False
+    return True
+
+
+def run_data_seam(sink: Sink, sample: bytes, count: int) -> bool:
+    before = sink.messages()
+    figures = data_seam(sink.port, sample, count)
+    time.sleep(0.2)
+    return report_data_seam(figures, len(sample), count, sink.messages() - before)
+
+
 def write_csv(path: Path, count: int) -> None:
     with path.open("w", encoding="utf-8") as out:
         out.write("email,name,language,organisation\n")
@@ -416,12 +530,42 @@ def report_send(label: str, result: dict[str, Any], base: dict[str, float], base
     return True
 
 
+def data_seam_only(count: int) -> int:
+    """--data-seam: build the message as the full run does, then only the DATA seam rows; the exit status."""
+    from mailer.delivery.message import Recipient
+    from mailer.delivery.send import build_template
+    from mailer.delivery.unsubscribe import make_token, unsubscribe_url
+
+    binary = find_tool("smtp-sink")
+    if binary is None:
+        print("smtp-sink not found: apt-get install postfix (only its test tools are used)", file=sys.stderr)
+        return 2
+    settings = make_settings(1025, "sqlite:///unused.sqlite3", 1)
+    _, template = build_template(ISSUE, settings, list_name=LIST)
+    first = Recipient(
+        "person1@example1.org", "Person 1", unsubscribe_url(settings.archive_url, make_token(SECRET, 2, 1))
+    )
+    sample = template.build(first, message_id=template.new_message_id(), date=dt.datetime.now(dt.UTC))
+    print("mailer DATA seam benchmark. This machine is noisy: compare figures within one run only.")
+    print(f"{os.cpu_count()} CPUs, load average {load()} at start")
+    with tempfile.TemporaryDirectory(prefix="mailer-bench-data-") as tmp:
+        sink = Sink(binary, Path(tmp))
+        try:
+            ok = run_data_seam(sink, sample, count)
+        finally:
+            sink.stop()
+    print(f"load average {load()} at the end")
+    return 0 if ok else 1
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recipients", type=int, default=20_000)
     parser.add_argument("--pool", type=int, default=16, help="smtp_pool_size, and smtp-source's -s sessions")
     parser.add_argument("--postgres", action="store_true", help="also send from PostgreSQL on 127.0.0.1:5432")
     parser.add_argument("--builds", type=int, default=2000, help="builds for the message micro-benchmark")
+    parser.add_argument("--messages", type=int, default=2000, help="messages each way for the DATA seam rows")
+    parser.add_argument("--data-seam", action="store_true", help="only the DATA seam rows (needs smtp-sink only)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--database-url", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -430,6 +574,9 @@ def main() -> None:
     if args.child:
         child(args)
         return
+
+    if args.data_seam:
+        sys.exit(data_seam_only(args.messages))
 
     tools = {name: find_tool(name) for name in TOOLS}
     if not all(tools.values()):
@@ -495,6 +642,7 @@ def main() -> None:
                     if url is not None:
                         result = run_database("PostgreSQL", url, folder, count, sink, pool)
                         ok = report_send("PostgreSQL", result, base, base_count, count) and ok
+            ok = run_data_seam(sink, sample, args.messages) and ok
         finally:
             sink.stop()
     print(

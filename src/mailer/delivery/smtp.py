@@ -1,10 +1,13 @@
 """Delivering message bytes: one SMTP connection per worker (aiosmtplib), or .eml files for dry runs.
 
 The seam: aiosmtplib's DATA re-normalises line endings and dot-stuffs every message with two
-regex passes (~0.75 ms for 60 KB), the biggest CPU cost of a send. Messages from message.py
-are already canonical (CRLF only, no line over 76 octets, no line starting with a dot), so
-`_data` writes them as they are; anything else goes through `canonical()` first. It uses
-aiosmtplib's protocol lock and reader directly, hence the pinned version range.
+regex passes (1-1.5 ms for 60 KB, `bench/send.py --data-seam`), the biggest CPU cost of a send.
+Messages from message.py are already canonical (CRLF only, no line over 76 octets, no line
+starting with a dot), so `_data` writes them as they are; anything else goes through
+`canonical()` first. It uses
+aiosmtplib's protocol lock and reader directly, hence the pinned version range;
+tests/test_smtp.py checks those internals, and that `_data` puts the same bytes on the wire as
+aiosmtplib's `SMTP.data()` and leaves the connection in the same state when the server goes.
 """
 
 from __future__ import annotations
@@ -48,23 +51,39 @@ class Transport(Protocol):
 
 
 async def _data(smtp: aiosmtplib.SMTP, data: bytes, timeout: float) -> SMTPResponse:
-    """DATA with the message written as it is; see the module docstring."""
+    """DATA with the message written as it is; see the module docstring. Call it after RCPT.
+
+    Like aiosmtplib's `SMTP.data()` (5.1), it holds the protocol's command lock, raises
+    SMTPDataError for a reply other than 354 / 250 and leaves the connection open then, and
+    closes the connection (`smtp.is_connected` is False, the next send reconnects) when the
+    server goes or does not answer in time. It also closes on anything else that interrupts
+    it, cancellation included: a DATA cut short leaves the server reading the message body, so
+    the next command would end up in it. The lock is released in every case.
+    """
     protocol = smtp.protocol
-    if protocol is None or protocol._command_lock is None:
+    lock = None if protocol is None else protocol._command_lock
+    if protocol is None or lock is None:
+        smtp.close()
         raise aiosmtplib.SMTPServerDisconnected("Server not connected")
     if not is_canonical(data):
         data = canonical(data)
-    async with protocol._command_lock:
-        protocol._response_pending = True
-        protocol.write(b"DATA\r\n")
-        start = await protocol.read_response(timeout=timeout)
-        if start.code != SMTPStatus.start_input:
-            raise aiosmtplib.SMTPDataError(start.code, start.message)
-        protocol._response_pending = True
-        protocol.write(data + b".\r\n")
-        response = await protocol.read_response(timeout=timeout)
-        if response.code != SMTPStatus.completed:
-            raise aiosmtplib.SMTPDataError(response.code, response.message)
+    try:
+        async with lock:
+            protocol._response_pending = True
+            protocol.write(b"DATA\r\n")
+            start = await protocol.read_response(timeout=timeout)
+            if start.code != SMTPStatus.start_input:
+                raise aiosmtplib.SMTPDataError(start.code, start.message)
+            protocol._response_pending = True
+            protocol.write(data + b".\r\n")
+            response = await protocol.read_response(timeout=timeout)
+    except aiosmtplib.SMTPDataError:
+        raise  # the server answered DATA: the session is in step, the connection stays
+    except BaseException:
+        smtp.close()
+        raise
+    if response.code != SMTPStatus.completed:
+        raise aiosmtplib.SMTPDataError(response.code, response.message)
     return response
 
 
