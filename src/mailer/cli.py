@@ -31,6 +31,19 @@ config_option = click.option(
     help="Config file (default: $MAILER_CONFIG or ./mailer.toml).",
 )
 
+host_option = click.option(
+    "--host", default="127.0.0.1", show_default=True, help="Address to listen on (loopback unless you say otherwise)."
+)
+issues_option = click.option(
+    "--issues", "issues_dir", type=click.Path(path_type=Path, file_okay=False), help="Folder of issue files."
+)
+
+
+def output_option(dest: str, *, folder: bool, help: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """-o/--output, naming a folder or a file."""
+    kind = click.Path(path_type=Path, file_okay=not folder, dir_okay=folder)
+    return click.option("-o", "--output", dest, type=kind, help=help)
+
 
 def reports_errors(command: Callable[P, R]) -> Callable[P, R]:
     """Turn our own errors into one line each on stderr and a named exit code; real bugs keep their traceback."""
@@ -55,13 +68,7 @@ def cli() -> None:
 
 @cli.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option(
-    "-o",
-    "--output",
-    "out_dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    help="Output folder (default: build/<issue>/).",
-)
+@output_option("out_dir", folder=True, help="Output folder (default: build/<issue>/).")
 @config_option
 @reports_errors
 def render(files: tuple[Path, ...], out_dir: Path | None, config_file: Path | None) -> None:
@@ -259,13 +266,7 @@ def unsubscribe(email: str, reason: str, config_file: Path | None) -> None:
 @click.option("--list", "list_name", help="The list to send to.")
 @click.option("--to", "test_address", help="Send one test message to this address (not recorded).")
 @click.option("--dry-run", is_flag=True, help="Write the .eml files it would send to -o DIR; send nothing.")
-@click.option(
-    "-o",
-    "--output",
-    "out_dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    help="Folder for --dry-run (default: build/<issue>/eml/).",
-)
+@output_option("out_dir", folder=True, help="Folder for --dry-run (default: build/<issue>/eml/).")
 @click.option("--retry-failed", is_flag=True, help="Try again the messages that failed temporarily.")
 @click.option("--include-permanent", is_flag=True, help="With --retry-failed: also those refused permanently (5xx).")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
@@ -378,9 +379,7 @@ def status(issue_file: Path, list_name: str | None, config_file: Path | None) ->
 @cli.command()
 @click.argument("files", nargs=-1, type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--port", default=8025, show_default=True, help="Port to listen on.")
-@click.option(
-    "--host", default="127.0.0.1", show_default=True, help="Address to listen on (loopback unless you say otherwise)."
-)
+@host_option
 @click.option("--no-open", is_flag=True, help="Do not open a browser.")
 @config_option
 @reports_errors
@@ -427,7 +426,7 @@ def preview(files: tuple[Path, ...], port: int, host: str, no_open: bool, config
 
 @cli.command()
 @click.option("-o", "--output", "out_dir", type=click.Path(path_type=Path), default=Path("site"), show_default=True)
-@click.option("--issues", "issues_dir", type=click.Path(path_type=Path, file_okay=False), help="Folder of issue files.")
+@issues_option
 @config_option
 @reports_errors
 def publish(out_dir: Path, issues_dir: Path | None, config_file: Path | None) -> None:
@@ -448,9 +447,7 @@ def publish(out_dir: Path, issues_dir: Path | None, config_file: Path | None) ->
 
 
 @cli.command()
-@click.option(
-    "--host", default="127.0.0.1", show_default=True, help="Address to listen on (loopback unless you say otherwise)."
-)
+@host_option
 @click.option("--port", default=8080, show_default=True, help="Port to listen on.")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64), help="Worker processes.")
 @click.option(
@@ -464,7 +461,7 @@ def publish(out_dir: Path, issues_dir: Path | None, config_file: Path | None) ->
     show_default=True,
     help="With --proxy-headers: the proxies trusted to set them (comma-separated, or *).",
 )
-@click.option("--issues", "issues_dir", type=click.Path(path_type=Path, file_okay=False), help="Folder of issue files.")
+@issues_option
 @config_option
 @reports_errors
 def serve(
@@ -533,13 +530,7 @@ def _since_option(ctx: click.Context, param: click.Parameter, value: str) -> str
     metavar="YYYY-MM-DD|last-issue",
     help="Items dated on or after this day; last-issue: the date of the newest issue in issues_dir.",
 )
-@click.option(
-    "-o",
-    "--output",
-    "out_file",
-    type=click.Path(path_type=Path, dir_okay=False),
-    help="Write the issue file here (default: standard output).",
-)
+@output_option("out_file", folder=False, help="Write the issue file here (default: standard output).")
 @click.option("--force", is_flag=True, help="Replace the output file if it exists.")
 @click.option(
     "--timeout",

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import ArgumentError, OperationalError
 
 from mailer.errors import MailerError
@@ -89,6 +90,11 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 
 def now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
+
+
+def update_each(conn: Connection, table: sa.Table, rows: list[dict[str, Any]], **values: Any) -> None:
+    """One executemany UPDATE: each row dict carries `row_id` and the values its bind parameters name."""
+    conn.execute(sa.update(table).where(table.c.id == sa.bindparam("row_id")).values(**values), rows)
 
 
 def _describe(url: sa.URL) -> str:

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from mailer.audience.addresses import InvalidAddress, normalise_email
-from mailer.audience.database import SUBSCRIBED, memberships, now, subscribers, suppressions
+from mailer.audience.database import SUBSCRIBED, memberships, now, subscribers, suppressions, update_each
 from mailer.audience.lists import list_id_in, mailable_subscribers
 from mailer.errors import MailerError
 
@@ -203,7 +203,7 @@ def import_subscribers(engine: Engine, list_name: str, path: Path, *, dry_run: b
             differs = merged != existing["attributes"] or name != existing["name"]
             if differs:
                 changed_subscribers.append(
-                    {"sid": existing["id"], "new_name": name, "new_attributes": merged, "stamp": stamp}
+                    {"row_id": existing["id"], "new_name": name, "new_attributes": merged, "stamp": stamp}
                 )
             if status is None:
                 new_members.append(row)
@@ -217,15 +217,13 @@ def import_subscribers(engine: Engine, list_name: str, path: Path, *, dry_run: b
             conn.execute(sa.insert(subscribers).values(created_at=stamp, updated_at=stamp), new_subscribers)
             known.update(_existing(conn, [row["email_key"] for row in new_subscribers])[0])
         if changed_subscribers:
-            conn.execute(
-                sa.update(subscribers)
-                .where(subscribers.c.id == sa.bindparam("sid"))
-                .values(
-                    name=sa.bindparam("new_name"),
-                    attributes=sa.bindparam("new_attributes"),
-                    updated_at=sa.bindparam("stamp"),
-                ),
+            update_each(
+                conn,
+                subscribers,
                 changed_subscribers,
+                name=sa.bindparam("new_name"),
+                attributes=sa.bindparam("new_attributes"),
+                updated_at=sa.bindparam("stamp"),
             )
         if new_members:
             conn.execute(

@@ -17,8 +17,9 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.constructor import RoundTripConstructor
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
+from mailer.compose.input_file import read_input
 from mailer.compose.model import Issue
-from mailer.errors import IssueFileError, MailerError, Problem
+from mailer.errors import IssueFileError, Problem
 
 MAX_NODES = 20_000
 """Far more than any newsletter needs; stops alias bombs ("billion laughs") before they expand."""
@@ -211,14 +212,7 @@ def parse_issue(text: str, path: str) -> Issue:
 
 def load_issue(path: Path) -> Issue:
     """Load and validate one issue file; every problem in it is reported at once."""
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise MailerError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise MailerError(f"{path}: is a directory, not an issue file") from None
-    except OSError as error:
-        raise MailerError(f"{path}: cannot read: {error.strerror}") from None
+    raw = read_input(path, what="an issue file")
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as error:

@@ -23,6 +23,7 @@ from xml.sax import SAXException, SAXParseException
 
 import feedparser
 
+from mailer.compose.input_file import read_input
 from mailer.errors import MailerError
 
 DEFAULT_TIMEOUT = 20.0
@@ -107,21 +108,6 @@ def _fetch(url: str, *, timeout: float) -> tuple[bytes, dict[str, str]]:
     return data, headers
 
 
-def _read_file(path: Path) -> bytes:
-    try:
-        with path.open("rb") as file:
-            data = file.read(MAX_FEED_BYTES + 1)
-    except FileNotFoundError:
-        raise MailerError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise MailerError(f"{path}: is a directory, not a feed") from None
-    except OSError as error:
-        raise MailerError(f"{path}: cannot read: {error.strerror}") from None
-    if len(data) > MAX_FEED_BYTES:
-        raise MailerError(f"{path}: larger than {MAX_FEED_BYTES // 2**20} MB; that is not a news feed")
-    return data
-
-
 def _entry_date(entry: Any) -> dt.date | None:
     """The day as the feed wrote it: feedparser's parsed dates are in UTC and may move an item a day."""
     for key in ("published", "updated", "created"):
@@ -159,7 +145,7 @@ def read_feed(source: str, *, timeout: float = DEFAULT_TIMEOUT) -> Feed:
     elif "://" in source:
         raise MailerError(f"{source}: only http(s) URLs and local files can be read")
     else:
-        data, headers, base = _read_file(Path(source)), {}, None
+        data, headers, base = read_input(Path(source), what="a feed", max_bytes=MAX_FEED_BYTES), {}, None
     parsed = feedparser.parse(data, response_headers=headers)
     if not parsed.entries and (parsed.bozo or not parsed.version):
         reason = _reason(parsed.get("bozo_exception")) or "no RSS or Atom elements in it"

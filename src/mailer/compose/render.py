@@ -28,6 +28,14 @@ PLACEHOLDERS = {
 _STYLE_TAG = re.compile(r"<style(?=[\s>])")
 _IGNORE = ' data-premailer="ignore"'
 _DOCTYPE = re.compile(r"^<!doctype html>", re.IGNORECASE)
+_INLINER_OPTIONS: dict[str, object] = {
+    "allow_network": False,  # absolute URLs only, and nothing fetched while rendering
+    "allow_loading_external_files": False,
+    "disable_link_rewrites": True,
+    "preserve_handlebar_syntax": True,
+    "strip_important": False,
+    "cssutils_logging_level": logging.CRITICAL,
+}
 
 
 @dataclass(frozen=True)
@@ -54,15 +62,7 @@ def inline_css(html: str, css: str) -> str:
     """
     marked = _STYLE_TAG.sub(f"<style{_IGNORE}", html)
     marked = _DOCTYPE.sub("<!DOCTYPE html>", marked)
-    inliner = Premailer(
-        css_text=css,
-        allow_network=False,
-        allow_loading_external_files=False,
-        disable_link_rewrites=True,
-        preserve_handlebar_syntax=True,
-        strip_important=False,
-        cssutils_logging_level=logging.CRITICAL,
-    )
+    inliner = Premailer(css_text=css, **_INLINER_OPTIONS)
     inlined: str = inliner.transform(marked, pretty_print=False)
     return inlined.replace(_IGNORE, "")
 

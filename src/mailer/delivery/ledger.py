@@ -21,7 +21,7 @@ from filelock import FileLock, Timeout
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
-from mailer.audience.database import SUBSCRIBED, deliveries, memberships, now, subscribers, suppressions
+from mailer.audience.database import SUBSCRIBED, deliveries, memberships, now, subscribers, suppressions, update_each
 from mailer.audience.lists import list_id
 from mailer.errors import MailerError
 
@@ -245,43 +245,32 @@ class Ledger:
             return
         stamp = now()
         sent = [
-            {"did": o.delivery_id, "reply_": o.reply, "attempts_": o.attempts, "mid": o.message_id, "stamp": stamp}
+            {"row_id": o.delivery_id, "reply_": o.reply, "attempts_": o.attempts, "mid": o.message_id, "stamp": stamp}
             for o in outcomes
             if o.sent
         ]
         failed = [
-            {"did": o.delivery_id, "reply_": o.reply, "attempts_": o.attempts, "perm": o.permanent, "stamp": stamp}
+            {"row_id": o.delivery_id, "reply_": o.reply, "attempts_": o.attempts, "perm": o.permanent, "stamp": stamp}
             for o in outcomes
             if not o.sent
         ]
-        row = deliveries.c.id == sa.bindparam("did")
+        outcome: dict[str, Any] = {
+            "reply": sa.bindparam("reply_"),
+            "attempts": sa.bindparam("attempts_"),
+            "updated_at": sa.bindparam("stamp"),
+        }
         if sent:
-            self.conn.execute(
-                sa.update(deliveries)
-                .where(row)
-                .values(
-                    status=SENT,
-                    reply=sa.bindparam("reply_"),
-                    attempts=sa.bindparam("attempts_"),
-                    message_id=sa.bindparam("mid"),
-                    sent_at=sa.bindparam("stamp"),
-                    updated_at=sa.bindparam("stamp"),
-                ),
+            update_each(
+                self.conn,
+                deliveries,
                 sent,
+                status=SENT,
+                message_id=sa.bindparam("mid"),
+                sent_at=sa.bindparam("stamp"),
+                **outcome,
             )
         if failed:
-            self.conn.execute(
-                sa.update(deliveries)
-                .where(row)
-                .values(
-                    status=FAILED,
-                    reply=sa.bindparam("reply_"),
-                    attempts=sa.bindparam("attempts_"),
-                    permanent=sa.bindparam("perm"),
-                    updated_at=sa.bindparam("stamp"),
-                ),
-                failed,
-            )
+            update_each(self.conn, deliveries, failed, status=FAILED, permanent=sa.bindparam("perm"), **outcome)
         self.conn.commit()
 
     @_serialised
