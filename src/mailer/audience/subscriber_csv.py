@@ -47,14 +47,14 @@ class ImportReport:
             f"{self.path}: {self.added} added, {self.updated} updated, {self.unchanged} unchanged, "
             f"{len(self.invalid)} invalid, {len(self.skipped)} skipped"
         )
-        rows = [f"{self.path}:{line}: invalid: {reason}" for line, reason in self.invalid]
-        rows += [f"{self.path}:{line}: skipped: {reason}" for line, reason in self.skipped]
+        rows = [(line, f"{self.path}:{line}: invalid: {reason}") for line, reason in self.invalid]
+        rows += [(line, f"{self.path}:{line}: skipped: {reason}") for line, reason in self.skipped]
         tail = ["dry run: nothing was written"] if self.dry_run else []
-        return [head, *sorted(rows, key=lambda r: int(r.split(":")[1])), *tail]
+        return [head, *(text for _, text in sorted(rows, key=lambda row: row[0])), *tail]
 
 
 def attribute_name(label: str) -> str:
-    """'Preferred Language' -> 'preferred_language': usable as {{ subscriber.preferred_language }}."""
+    """'Preferred Language' -> 'preferred_language': the key the attribute is stored and exported under."""
     return "_".join(label.strip().lower().split())
 
 

@@ -35,7 +35,6 @@ class Claimed:
     subscriber_id: int
     email: str
     name: str
-    attributes: dict[str, Any]
     attempts: int
 
 
@@ -225,17 +224,15 @@ class Ledger:
             .values(status=SENDING, claimed_by=self.claimant, updated_at=now())
             .returning(deliveries.c.id, deliveries.c.subscriber_id, deliveries.c.email, deliveries.c.attempts)
         ).all()
-        people = {}
+        names: dict[int, str] = {}
         if claimed:
-            query = sa.select(subscribers.c.id, subscribers.c.name, subscribers.c.attributes).where(
+            query = sa.select(subscribers.c.id, subscribers.c.name).where(
                 subscribers.c.id.in_([row.subscriber_id for row in claimed])
             )
-            people = {row.id: (row.name, row.attributes) for row in self.conn.execute(query)}
+            names = {row.id: row.name for row in self.conn.execute(query)}
         self.conn.commit()
         return [
-            Claimed(
-                row.id, row.subscriber_id, row.email, *people.get(row.subscriber_id, ("", {})), attempts=row.attempts
-            )
+            Claimed(row.id, row.subscriber_id, row.email, names.get(row.subscriber_id, ""), attempts=row.attempts)
             for row in sorted(claimed, key=lambda r: r.id)
         ]
 
