@@ -5,20 +5,20 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from click.testing import Result
 
 from mailer.compose.model import issue_json_schema
+from tests.cli_helpers import run_cli
 from tests.conftest import MINIMAL, ROOT
 
 SCHEMA_FILE = ROOT / "schema" / "issue.schema.json"
 
 
-def mailer(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "mailer", *args], cwd=cwd, capture_output=True, text=True, timeout=60)
+def mailer(*args: str, cwd: Path = ROOT) -> Result:
+    return run_cli(*args, cwd=cwd)
 
 
 @pytest.fixture
@@ -32,7 +32,7 @@ def project(tmp_path: Path) -> Path:
 
 def test_render_writes_three_files_and_prints_one_line_each(project: Path) -> None:
     result = mailer("render", "issues/2016-02.yaml", cwd=project)
-    assert result.returncode == 0, result.stderr
+    assert result.exit_code == 0, result.stderr
     lines = result.stdout.splitlines()
     assert [re.sub(r"\d+\.\d KB", "N KB", line) for line in lines] == [
         "build/2016-02/email.html  N KB  email",
@@ -47,19 +47,19 @@ def test_render_writes_three_files_and_prints_one_line_each(project: Path) -> No
 
 def test_render_to_a_chosen_folder(project: Path) -> None:
     result = mailer("render", "issues/2016-02.yaml", "-o", "out/feb", cwd=project)
-    assert result.returncode == 0
+    assert result.exit_code == 0
     assert sorted(p.name for p in (project / "out" / "feb").iterdir()) == ["email.html", "email.txt", "web.html"]
 
 
 def test_a_failed_render_leaves_the_previous_output_untouched(project: Path) -> None:
-    assert mailer("render", "issues/2016-02.yaml", cwd=project).returncode == 0
+    assert mailer("render", "issues/2016-02.yaml", cwd=project).exit_code == 0
     before = {p.name: p.read_bytes() for p in (project / "build" / "2016-02").iterdir()}
     issue = project / "issues" / "2016-02.yaml"
     issue.write_text(
         issue.read_text().replace("url: https://www.icmpd.org/news-centre/photo-gallery/", "url: photo-gallery/")
     )
     result = mailer("render", "issues/2016-02.yaml", cwd=project)
-    assert result.returncode == 1
+    assert result.exit_code == 1
     assert result.stdout == ""
     assert result.stderr == (
         "issues/2016-02.yaml:25:16: news.stories[0].links[0].url: "
@@ -71,7 +71,7 @@ def test_a_failed_render_leaves_the_previous_output_untouched(project: Path) -> 
 def test_check_validates_without_writing(project: Path) -> None:
     (project / "issues" / "bad.yaml").write_text(MINIMAL.replace("title: A story", "titl: A story"))
     result = mailer("check", "issues/2016-02.yaml", "issues/bad.yaml", cwd=project)
-    assert (result.returncode, result.stdout) == (1, "")
+    assert (result.exit_code, result.stdout) == (1, "")
     assert result.stderr == (
         "issues/bad.yaml:6:7: news.stories[0].titl: unknown field; did you mean 'title'?\n"
         "issues/bad.yaml:6:7: news.stories[0].title: required field is missing\n"
@@ -83,7 +83,7 @@ def test_check_validates_without_writing(project: Path) -> None:
 def test_config_problems_are_one_line_each(project: Path) -> None:
     (project / "mailer.toml").write_text('public_url = "newsletter.example.org"\n[branding]\nnmae = "X"\n')
     result = mailer("render", "issues/2016-02.yaml", cwd=project)
-    assert result.returncode == 1
+    assert result.exit_code == 1
     assert result.stderr == (
         "mailer.toml: public_url: must be an absolute http(s) or mailto URL, got 'newsletter.example.org'\n"
         "mailer.toml: branding.nmae: Extra inputs are not permitted\n"
@@ -93,7 +93,7 @@ def test_config_problems_are_one_line_each(project: Path) -> None:
 def test_missing_public_url_says_where_to_set_it(project: Path) -> None:
     (project / "mailer.toml").write_text("")
     result = mailer("render", "issues/2016-02.yaml", cwd=project)
-    assert (result.returncode, result.stderr) == (
+    assert (result.exit_code, result.stderr) == (
         1,
         "public_url is not set; set it in mailer.toml or MAILER_PUBLIC_URL (emails link to their web version at <public_url>/<issue>/)\n",
     )
@@ -101,19 +101,19 @@ def test_missing_public_url_says_where_to_set_it(project: Path) -> None:
 
 def test_environment_overrides_the_config_file(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MAILER_PUBLIC_URL", "https://news.example.org/archive")
-    assert mailer("render", "issues/2016-02.yaml", cwd=project).returncode == 0
+    assert mailer("render", "issues/2016-02.yaml", cwd=project).exit_code == 0
     html = (project / "build" / "2016-02" / "email.html").read_text()
     assert 'href="https://news.example.org/archive/2016-02/"' in html
 
 
 def test_usage_errors_exit_2() -> None:
     result = mailer("render")
-    assert result.returncode == 2 and "Missing argument 'FILES...'" in result.stderr
+    assert result.exit_code == 2 and "Missing argument 'FILES...'" in result.stderr
 
 
 def test_schema_command_matches_the_committed_copy() -> None:
     result = mailer("schema")
-    assert result.returncode == 0
+    assert result.exit_code == 0
     assert json.loads(result.stdout) == issue_json_schema()
     assert json.loads(SCHEMA_FILE.read_text()) == issue_json_schema(), "run `mailer schema > schema/issue.schema.json`"
 
@@ -146,7 +146,7 @@ def test_every_command_has_help_and_is_in_the_readme() -> None:
 
 def test_publish_writes_the_static_archive_and_refuses_while_an_issue_file_is_broken(project: Path) -> None:
     result = mailer("publish", "-o", "site", cwd=project)
-    assert result.returncode == 0, result.stderr
+    assert result.exit_code == 0, result.stderr
     assert [re.sub(r"\d+\.\d KB", "N KB", line) for line in result.stdout.splitlines()] == [
         "site/index.html  N KB",
         "site/feed.xml  N KB",
@@ -157,7 +157,7 @@ def test_publish_writes_the_static_archive_and_refuses_while_an_issue_file_is_br
 
     (project / "issues" / "2016-03.yaml").write_text("title: March\n", encoding="utf-8")
     broken = mailer("publish", "-o", "site", cwd=project)
-    assert broken.returncode == 1
+    assert broken.exit_code == 1
     assert broken.stderr.splitlines() == [
         "issues/2016-03.yaml:1:1: date: required field is missing",
         "issues/2016-03.yaml:1:1: preheader: required field is missing",

@@ -2,26 +2,22 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from click.testing import Result
 
+from tests.cli_helpers import run_cli
 from tests.conftest import ROOT
 
 
 @pytest.fixture
 def run(tmp_path: Path, database_url: str):  # type: ignore[no-untyped-def]
     shutil.copy(ROOT / "mailer.toml", tmp_path / "mailer.toml")
-    env = {**os.environ, "MAILER_DATABASE_URL": database_url}
 
-    def mailer(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "mailer", *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
-        )
+    def mailer(*args: str) -> Result:
+        return run_cli(*args, cwd=tmp_path, env={"MAILER_DATABASE_URL": database_url})
 
     return mailer
 
@@ -30,14 +26,14 @@ def test_list_and_subscriber_round_trip(run, tmp_path: Path) -> None:  # type: i
     assert run("lists").stdout == "no lists yet; create one with: mailer lists create NAME --description TEXT\n"
     assert run("lists", "create", "staff", "--description", "All staff").stdout == "created list 'staff'\n"
     result = run("lists", "create", "staff")
-    assert (result.returncode, result.stderr) == (1, "list 'staff' already exists\n")
+    assert (result.exit_code, result.stderr) == (1, "list 'staff' already exists\n")
 
     assert run("subscribers", "add", "staff", "ana@example.org", "--name", "Ana", "--attr", "Language=pt").stdout == (
         "ana@example.org: added on 'staff'\n"
     )
     (tmp_path / "staff.csv").write_text("email;name\nbob@example.org;Bob\nnot-an-email;X\n")
     result = run("subscribers", "import", "staff", "staff.csv", "--dry-run")
-    assert result.returncode == 1  # one invalid row
+    assert result.exit_code == 1  # one invalid row
     assert (
         result.stdout
         == "staff.csv: 1 added, 0 updated, 0 unchanged, 1 invalid, 0 skipped\ndry run: nothing was written\n"
@@ -59,21 +55,18 @@ def test_list_and_subscriber_round_trip(run, tmp_path: Path) -> None:  # type: i
     )
     assert run("subscribers", "export", "staff").stdout == "email,name,language\nana@example.org,Ana,pt\n"
     result = run("subscribers", "add", "staff", "bob@example.org")
-    assert (result.returncode, result.stderr) == (
+    assert (result.exit_code, result.stderr) == (
         1,
         "bob@example.org is suppressed (unsubscribed) and is never mailed; it was not subscribed\n",
     )
 
     assert run("subscribers", "remove", "staff", "ana@example.org").stdout == "ana@example.org: removed from 'staff'\n"
     result = run("subscribers", "export", "press")
-    assert (result.returncode, result.stderr) == (1, "unknown list 'press'; known lists: staff\n")
+    assert (result.exit_code, result.stderr) == (1, "unknown list 'press'; known lists: staff\n")
 
 
 def test_unreachable_database_is_one_line(tmp_path: Path) -> None:
-    env = {**os.environ, "MAILER_DATABASE_URL": "postgresql+psycopg://nobody@127.0.0.1:1/none"}
-    result = subprocess.run(
-        [sys.executable, "-m", "mailer", "lists"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
-    )
-    assert result.returncode == 1
+    result = run_cli("lists", cwd=tmp_path, env={"MAILER_DATABASE_URL": "postgresql+psycopg://nobody@127.0.0.1:1/none"})
+    assert result.exit_code == 1
     assert result.stderr.startswith("database postgresql+psycopg://nobody@127.0.0.1:1/none: connection failed")
     assert len(result.stderr.splitlines()) == 1

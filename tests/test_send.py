@@ -5,17 +5,19 @@ from __future__ import annotations
 import asyncio
 import email
 import re
+import time
 from email import policy
 from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from mailer.audience.database import open_database
+from mailer.audience.database import deliveries, open_database
 from mailer.audience.lists import add_subscriber, create_list, unsubscribe
 from mailer.delivery.ledger import delivery_status
-from mailer.delivery.send import send_to_list
+from mailer.delivery.send import SendSummary, send_to_list
 from mailer.delivery.unsubscribe import read_token
 from mailer.errors import MailerError
 from mailer.settings import Settings
@@ -171,9 +173,9 @@ def test_rate_limit_is_respected(staff: Engine, send_settings: Settings, smtp_se
     assert summary.seconds >= 2.0
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_sqlite_refuses_a_second_sender_for_the_same_issue_and_list(staff: Engine, send_settings: Settings) -> None:
-    if staff.dialect.name != "sqlite":
-        pytest.skip("PostgreSQL senders share the work instead; see test_two_postgres_senders_share_the_work")
+    """PostgreSQL senders share the work instead: test_two_postgres_senders_share_the_work."""
     from mailer.delivery.ledger import Ledger
 
     first = Ledger(staff, "2016-02", "staff")
@@ -182,6 +184,43 @@ def test_sqlite_refuses_a_second_sender_for_the_same_issue_and_list(staff: Engin
             Ledger(staff, "2016-02", "staff")
     finally:
         first.close()
+
+
+def claimants(engine: Engine) -> set[str]:
+    """The senders that have claimed rows of the ledger so far."""
+    query = sa.select(deliveries.c.claimed_by).distinct().where(deliveries.c.claimed_by != "")
+    with engine.connect() as connection:
+        return set(connection.execute(query).scalars())
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_two_postgres_senders_share_the_work(staff: Engine, send_settings: Settings, smtp_server: SMTPServer) -> None:
+    recipients = [f"person{i}@example.org" for i in range(5)] + [f"p{i:03d}@example.org" for i in range(35)]
+    for address in recipients[5:]:
+        add_subscriber(staff, "staff", address)
+    smtp_server.recorder.delay = 0.5  # slow until both have claimed rows: alone, one sender needs 40 x 0.5 / 4 s
+
+    async def full_speed_once_both_claimed() -> set[str]:
+        deadline = time.monotonic() + 30
+        while len(found := await asyncio.to_thread(claimants, staff)) < 2 and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        smtp_server.recorder.delay = 0
+        return found
+
+    async def two_senders() -> tuple[SendSummary, SendSummary, set[str]]:
+        return await asyncio.gather(
+            send_to_list(staff, send_settings, ISSUE, "staff"),
+            send_to_list(staff, send_settings, ISSUE, "staff"),
+            full_speed_once_both_claimed(),
+        )
+
+    first, second, seen = asyncio.run(two_senders())
+    assert len(seen) == 2, f"both senders should have claimed rows; claimants: {seen}"
+    assert smtp_server.recorder.delivered() == dict.fromkeys(recipients, 1)
+    assert first.sent > 0 and second.sent > 0 and first.sent + second.sent == 40
+    assert delivery_status(staff, "2016-02", "staff").lines() == [
+        "2016-02 to 'staff': 40 sent, 0 pending, 0 failed, 0 skipped"
+    ]
 
 
 def test_dkim_signature_covers_list_unsubscribe_and_verifies(

@@ -1,28 +1,31 @@
-"""`mailer send` and `mailer status` as processes: exit codes, a SIGKILL mid-send, concurrent senders."""
+"""`mailer send` and `mailer status`: exit codes and output in process; a SIGKILL, Ctrl-C and concurrent senders as processes."""
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import subprocess
-import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
+from click.testing import Result
 from sqlalchemy.engine import Engine
 
-from mailer.audience.database import open_database
+from mailer.audience.database import deliveries, open_database
 from mailer.audience.lists import add_subscriber, create_list
 from mailer.settings import Settings
+from tests.cli_helpers import fail_child, run_cli, start_mailer, wait_for
 from tests.conftest import SECRET
 from tests.smtp_server import SMTPServer
 
+SEND = ("send", "issues/2016-02.yaml", "--list", "staff")
 
-def environment(settings: Settings, smtp_server: SMTPServer) -> dict[str, str]:
+
+def environment(settings: Settings, smtp_server: SMTPServer) -> dict[str, str | None]:
     return {
-        **os.environ,
         "MAILER_DATABASE_URL": settings.database_url,
         "MAILER_SMTP_HOST": "127.0.0.1",
         "MAILER_SMTP_PORT": str(smtp_server.port),
@@ -34,10 +37,39 @@ def environment(settings: Settings, smtp_server: SMTPServer) -> dict[str, str]:
     }
 
 
-def mailer(workdir: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "mailer", *args], cwd=workdir, env=env, capture_output=True, text=True, timeout=120
-    )
+def mailer(workdir: Path, env: dict[str, str | None], *args: str) -> Result:
+    return run_cli(*args, cwd=workdir, env=env)
+
+
+def sender(workdir: Path, env: dict[str, str | None], **pipes: int) -> subprocess.Popen[str]:
+    """`mailer send` as a process of its own."""
+    return start_mailer(*SEND, cwd=workdir, env={k: v for k, v in env.items() if v is not None}, **pipes)
+
+
+def finish(process: subprocess.Popen[str], what: str, timeout: float = 60) -> tuple[str, str]:
+    try:
+        return process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        fail_child(process, f"{what}: still running after {timeout:g} s")
+
+
+def data_commands(smtp_server: SMTPServer) -> int:
+    with smtp_server.recorder.lock:
+        return sum(smtp_server.recorder.attempts.values())
+
+
+def claimants(engine: Engine) -> set[str]:
+    """The senders that have claimed rows of the ledger so far."""
+    query = sa.select(deliveries.c.claimed_by).distinct().where(deliveries.c.claimed_by != "")
+    with engine.connect() as connection:
+        return set(connection.execute(query).scalars())
+
+
+def live_claimants(engine: Engine) -> set[str]:
+    """Those of them whose PostgreSQL session still exists: their rows are not recovered yet."""
+    with engine.connect() as connection:
+        alive = {f"pg:{pid}" for pid in connection.execute(sa.text("SELECT pid FROM pg_stat_activity")).scalars()}
+    return claimants(engine) & alive
 
 
 @pytest.fixture
@@ -53,8 +85,8 @@ def test_send_status_and_exit_codes(
     env = environment(send_settings, smtp_server)
     for address in ["ana@example.org", "bob@example.org", "perm@example.org"]:
         add_subscriber(staff, "staff", address)
-    result = mailer(workdir, env, "send", "issues/2016-02.yaml", "--list", "staff")
-    assert result.returncode == 3
+    result = mailer(workdir, env, *SEND)
+    assert result.exit_code == 3
     assert re.fullmatch(
         r"2016-02 to 'staff': 2 sent, 1 failed \(1 permanent\), 0 skipped \(unsubscribed or suppressed\) in [\d.]+ s \(\d+/s\)\n",
         result.stdout,
@@ -64,8 +96,8 @@ def test_send_status_and_exit_codes(
         "2016-02 to 'staff': 2 sent, 0 pending, 1 failed, 0 skipped\n"
         "  failed (permanent): perm@example.org: 550 5.1.1 no such user\n"
     )
-    again = mailer(workdir, env, "send", "issues/2016-02.yaml", "--list", "staff")
-    assert again.returncode == 0 and again.stdout.startswith("2016-02 to 'staff': 0 sent, 0 failed")
+    again = mailer(workdir, env, *SEND)
+    assert again.exit_code == 0 and again.stdout.startswith("2016-02 to 'staff': 0 sent, 0 failed")
     assert smtp_server.recorder.delivered() == {"ana@example.org": 1, "bob@example.org": 1}
 
 
@@ -75,8 +107,8 @@ def test_test_send_and_dry_run_record_nothing(
     env = environment(send_settings, smtp_server)
     add_subscriber(staff, "staff", "ana@example.org", name="Ana")
     result = mailer(workdir, env, "send", "issues/2016-02.yaml", "--to", "me@example.org")
-    assert (result.returncode, result.stdout) == (0, "250 2.0.0 queued\n")
-    dry = mailer(workdir, env, "send", "issues/2016-02.yaml", "--list", "staff", "--dry-run", "-o", "out")
+    assert (result.exit_code, result.stdout) == (0, "250 2.0.0 queued\n")
+    dry = mailer(workdir, env, *SEND, "--dry-run", "-o", "out")
     assert dry.stdout == "dry run: wrote 1 messages to out/; nothing was sent\n"
     [eml] = (workdir / "out").iterdir()
     assert b"To: Ana <ana@example.org>" in eml.read_bytes()
@@ -88,10 +120,10 @@ def test_missing_sender_fails_before_any_connection(
     workdir: Path, staff: Engine, send_settings: Settings, smtp_server: SMTPServer
 ) -> None:
     env = environment(send_settings, smtp_server)
-    del env["MAILER_SENDER"]
+    env["MAILER_SENDER"] = None
     add_subscriber(staff, "staff", "ana@example.org")
-    result = mailer(workdir, env, "send", "issues/2016-02.yaml", "--list", "staff")
-    assert (result.returncode, result.stderr) == (
+    result = mailer(workdir, env, *SEND)
+    assert (result.exit_code, result.stderr) == (
         1,
         "sender is not set; set it in mailer.toml or MAILER_SENDER, e.g. 'Newsletter <news@example.org>'\n",
     )
@@ -106,18 +138,18 @@ def test_a_send_killed_mid_way_resumes_without_losing_or_duplicating(
         add_subscriber(staff, "staff", address)
     smtp_server.recorder.delay = 0.05
     env = environment(send_settings, smtp_server)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "mailer", "send", "issues/2016-02.yaml", "--list", "staff"], cwd=workdir, env=env
+    process = sender(workdir, env, stderr=subprocess.PIPE)
+    wait_for(
+        lambda: len(smtp_server.recorder.messages) >= 15, what="15 messages accepted from the sender", child=process
     )
-    deadline = time.monotonic() + 60
-    while len(smtp_server.recorder.messages) < 15 and time.monotonic() < deadline:
-        time.sleep(0.01)
     process.send_signal(signal.SIGKILL)
-    process.wait()
+    finish(process, "the sender after SIGKILL")
     smtp_server.recorder.delay = 0
     assert len(smtp_server.recorder.messages) < 60
-    result = mailer(workdir, env, "send", "issues/2016-02.yaml", "--list", "staff")
-    assert result.returncode == 0, result.stderr
+    if staff.dialect.name == "postgresql":  # its rows are recovered once the server has noticed the session is gone
+        wait_for(lambda: not live_claimants(staff), what="the killed sender's PostgreSQL session ended")
+    result = mailer(workdir, env, *SEND)
+    assert result.exit_code == 0, result.stderr
     delivered = smtp_server.recorder.delivered()
     assert set(delivered) == set(recipients)
     status = mailer(workdir, env, "status", "issues/2016-02.yaml").stdout.splitlines()
@@ -135,23 +167,16 @@ def test_ctrl_c_finishes_messages_in_flight_and_exits_cleanly(
         add_subscriber(staff, "staff", f"p{i:03d}@example.org")
     smtp_server.recorder.delay = 0.05
     env = environment(send_settings, smtp_server)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "mailer", "send", "issues/2016-02.yaml", "--list", "staff"],
-        cwd=workdir,
-        env=env,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    while len(smtp_server.recorder.messages) < 8:
-        time.sleep(0.01)
+    process = sender(workdir, env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    wait_for(lambda: len(smtp_server.recorder.messages) >= 8, what="8 messages accepted from the sender", child=process)
     process.send_signal(signal.SIGINT)
-    out, _ = process.communicate(timeout=60)
-    assert process.returncode == 3
+    out, err = finish(process, "the sender after Ctrl-C", timeout=30)
+    assert process.returncode == 3, err
     assert "interrupted: run the same command again to send the rest" in out
     sent = int(re.search(r": (\d+) sent", out).group(1))  # type: ignore[union-attr]
     assert sent == len(smtp_server.recorder.messages) < 40
     smtp_server.recorder.delay = 0
-    assert mailer(workdir, env, "send", "issues/2016-02.yaml", "--list", "staff").returncode == 0
+    assert mailer(workdir, env, *SEND).exit_code == 0
     assert all(count == 1 for count in smtp_server.recorder.delivered().values())
     assert len(smtp_server.recorder.delivered()) == 40
 
@@ -161,20 +186,35 @@ def test_two_senders_never_send_the_same_recipient_twice(
 ) -> None:
     for i in range(60):
         add_subscriber(staff, "staff", f"p{i:03d}@example.org")
-    smtp_server.recorder.delay = 0.3  # the first sender is still busy when the second has started
+    smtp_server.recorder.delay = 0.5  # slow until the second sender is under way: alone, the first needs 60 x 0.5 / 4 s
     env = environment(send_settings, smtp_server)
-    command = [sys.executable, "-m", "mailer", "send", "issues/2016-02.yaml", "--list", "staff"]
-    first = subprocess.Popen(command, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    while not smtp_server.recorder.messages:
-        time.sleep(0.01)
-    second = subprocess.Popen(command, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    out2, err2 = second.communicate(timeout=120)
-    out1, _ = first.communicate(timeout=120)
+    first = sender(workdir, env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    wait_for(lambda: data_commands(smtp_server) > 0, what="the first sender's first message", child=first)
+    if staff.dialect.name == "sqlite":
+        second = mailer(workdir, env, *SEND)  # in this process, while the first one holds the send lock
+        smtp_server.recorder.delay = 0
+    else:
+        seen: list[set[str]] = []
+
+        def full_speed_once_both_claimed() -> None:
+            deadline = time.monotonic() + 30
+            while len(found := claimants(staff)) < 2 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            seen.append(found)
+            smtp_server.recorder.delay = 0
+
+        watcher = threading.Thread(target=full_speed_once_both_claimed, daemon=True)
+        watcher.start()
+        second = mailer(workdir, env, *SEND)  # in this process, sharing the ledger with the first
+        watcher.join(timeout=30)
+        assert seen and len(seen[0]) == 2, f"both senders should have claimed rows; claimants: {seen}"
+    out1, err1 = finish(first, "the first sender")
+    assert first.returncode == 0, err1
     delivered = smtp_server.recorder.delivered()
     assert len(delivered) == 60 and all(count == 1 for count in delivered.values())
     if staff.dialect.name == "sqlite":
-        assert second.returncode == 1
-        assert "another mailer send of 2016-02 to 'staff' is running" in err2
+        assert second.exit_code == 1
+        assert "another mailer send of 2016-02 to 'staff' is running" in second.stderr
     else:
-        shared = [int(re.search(r": (\d+) sent", out).group(1)) for out in (out1, out2)]  # type: ignore[union-attr]
+        shared = [int(re.search(r": (\d+) sent", out).group(1)) for out in (out1, second.stdout)]  # type: ignore[union-attr]
         assert sum(shared) == 60 and min(shared) > 0

@@ -1,0 +1,91 @@
+"""Run `mailer` in process (click's CliRunner) and wait on child processes with a deadline.
+
+In process a command reads its settings exactly as a real run does (MAILER_* variables, .env and
+mailer.toml in the current directory) and exits through the same `reports_errors` wrapper, without
+paying the ~1 s start-up of a fresh interpreter for every command.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any, NoReturn
+
+import pytest
+from click.testing import CliRunner, Result
+from sqlalchemy.engine import Engine
+
+import mailer.audience.database as database
+from mailer.cli import cli
+
+
+@contextlib.contextmanager
+def _engines_closed() -> Iterator[None]:
+    """Close the connections a command opened, as the end of its process would; none outlives the command."""
+    opened: list[Engine] = []
+    original = database.open_database
+
+    def tracked(url: str) -> Engine:
+        engine = original(url)
+        opened.append(engine)
+        return engine
+
+    database.open_database = tracked
+    try:
+        yield
+    finally:
+        database.open_database = original
+        for engine in opened:
+            engine.dispose()
+
+
+def run_cli(*args: str, cwd: Path, env: Mapping[str, str | None] | None = None) -> Result:
+    """`mailer ARGS` run in `cwd`, with `env` on top of os.environ (None unsets a variable).
+
+    result.exit_code, result.stdout and result.stderr are what a user sees; a real bug raises here
+    with its traceback instead of passing as exit code 1.
+    """
+    previous = Path.cwd()
+    os.chdir(cwd)
+    try:
+        with _engines_closed():
+            return CliRunner().invoke(cli, list(args), env=dict(env or {}), prog_name="mailer", catch_exceptions=False)
+    finally:
+        os.chdir(previous)
+
+
+def start_mailer(*args: str, cwd: Path, env: Mapping[str, str], **popen: Any) -> subprocess.Popen[str]:
+    """`mailer ARGS` as a real child process, for what needs one: signals, kill -9, concurrent senders."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "mailer", *args], cwd=cwd, env={**os.environ, **env}, text=True, **popen
+    )
+
+
+def fail_child(process: subprocess.Popen[str], message: str) -> NoReturn:
+    """Kill a child that did not do what was awaited and fail with what it wrote to stderr, if that was piped."""
+    process.kill()
+    try:
+        _, errors = process.communicate(timeout=10)
+    except subprocess.TimeoutExpired:
+        errors = "(the process did not end after SIGKILL)"
+    pytest.fail(f"{message}\n--- stderr of {process.args!r}:\n{errors or '(not captured)'}", pytrace=False)
+
+
+def wait_for(
+    condition: Callable[[], bool], *, what: str, timeout: float = 30, child: subprocess.Popen[str] | None = None
+) -> None:
+    """Poll until `condition` holds; fail saying `what` after `timeout` s, or as soon as `child` ends."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if child is not None and child.poll() is not None:
+            fail_child(child, f"{what}: the process ended first (exit code {child.returncode})")
+        if time.monotonic() >= deadline:
+            if child is not None:
+                fail_child(child, f"{what}: not within {timeout:g} s")
+            pytest.fail(f"{what}: not within {timeout:g} s", pytrace=False)
+        time.sleep(0.01)
