@@ -5,8 +5,12 @@ from __future__ import annotations
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
-import pytest
+from tests.conftest import missing_service
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, FloatRect, Locator, Route
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = [
@@ -21,10 +25,13 @@ ARGS = [
 
 
 @contextmanager
-def chromium() -> Iterator[object]:
-    playwright_api = pytest.importorskip("playwright.sync_api")
+def chromium() -> Iterator[Browser]:
+    try:
+        import playwright.sync_api as playwright_api
+    except ImportError as error:
+        missing_service(f"Playwright is not installed ({error}); install the test extras: pip install -e '.[test]'")
     if not shutil.which("chromium"):
-        pytest.skip("Debian chromium is not installed (.ci/run installs it)")
+        missing_service("Debian chromium is not installed (apt-get install chromium; .ci/run installs it)")
     with playwright_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         try:
@@ -33,10 +40,16 @@ def chromium() -> Iterator[object]:
             browser.close()
 
 
-def local_only(route: object) -> None:
+def box_of(element: Locator) -> FloatRect:
+    """Where the element is drawn; it must be visible."""
+    box = element.bounding_box()
+    assert box is not None, f"{element} is not visible"
+    return box
+
+
+def local_only(route: Route) -> None:
     """Let file:// and loopback through; abort anything else (remote images in the email)."""
-    url = route.request.url  # type: ignore[attr-defined]
-    if url.startswith(("file:", "http://127.0.0.1", "data:")):
-        route.continue_()  # type: ignore[attr-defined]
+    if route.request.url.startswith(("file:", "http://127.0.0.1", "data:")):
+        route.continue_()
     else:
-        route.abort()  # type: ignore[attr-defined]
+        route.abort()

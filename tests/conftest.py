@@ -1,14 +1,20 @@
 from __future__ import annotations
 
+import functools
+import os
+import select
 import shutil
+import subprocess
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import IO, NoReturn
 
 import pytest
 from sqlalchemy.engine import Engine
 
-from mailer.compose.build import slug_of
+from mailer.compose.issues_folder import slug_of
 from mailer.compose.load import load_issue
 from mailer.compose.model import Issue
 from mailer.compose.render import RenderedIssue, render_issue
@@ -21,8 +27,70 @@ SEED_ISSUES = ["2016-02", "2015-10"]
 SEEDS = ROOT.parent / "shared" / "seeds"
 
 
+IN_CI = os.environ.get("CI") == "true"
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--update-golden", action="store_true", help="Rewrite tests/golden/ from the current output.")
+    parser.addoption(
+        "--update-golden",
+        action="store_true",
+        help="Rewrite tests/golden/ from the current output and skip the comparison; review the diff. Refused under CI=true.",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if config.getoption("--update-golden") and IN_CI:
+        raise pytest.UsageError(
+            "--update-golden is refused under CI=true: golden files are refreshed on a workstation, "
+            "reviewed in the diff and committed; CI only compares against them"
+        )
+
+
+def missing_service(reason: str) -> NoReturn:
+    """Locally a test without its service skips and says why; under CI=true the same reason fails it."""
+    if IN_CI:
+        pytest.fail(f"{reason} (CI=true: a missing service is a failure, not a skip)", pytrace=False)
+    pytest.skip(reason)
+
+
+def fail_process(process: subprocess.Popen[str], message: str) -> NoReturn:
+    """Stop a child that did not do what was awaited, and fail with what it wrote to stderr."""
+    process.kill()
+    try:
+        _, errors = process.communicate(timeout=10)
+    except subprocess.TimeoutExpired:
+        errors = "(no stderr: the process did not end after SIGKILL)"
+    pytest.fail(f"{message}\n--- stderr of {process.args!r}:\n{errors}", pytrace=False)
+
+
+def read_line(process: subprocess.Popen[str], *, timeout: float, what: str) -> str:
+    """The child's next stdout line within `timeout` seconds, or a failure saying so (a bare readline() can wait forever).
+
+    Reads the pipe byte by byte, so nothing after the line is taken from a later communicate().
+    """
+    stream: IO[str] | None = process.stdout
+    assert stream is not None, "start the process with stdout=subprocess.PIPE"
+    fd = stream.fileno()
+    deadline = time.monotonic() + timeout
+    line = bytearray()
+    while not line.endswith(b"\n"):
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
+            fail_process(process, f"{what}: no complete line on stdout within {timeout:g} s (got {bytes(line)!r})")
+        byte = os.read(fd, 1)
+        if not byte:
+            fail_process(process, f"{what}: the process ended (exit code {process.poll()}) after {bytes(line)!r}")
+        line += byte
+    return line.decode()
+
+
+def wait_until(condition: Callable[[], bool], *, timeout: float, what: str, interval: float = 0.05) -> None:
+    """Poll `condition` until it holds; fail with `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() >= deadline:
+            pytest.fail(f"{what}: not within {timeout:g} s", pytrace=False)
+        time.sleep(interval)
 
 
 @pytest.fixture(scope="session")
@@ -76,14 +144,18 @@ def render_slug(path: Path, settings: Settings) -> RenderedIssue:
 PG_DSN = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
 
+@functools.cache
 def _postgres_reachable() -> str | None:
+    """Probed once per session: a server that is down costs one connect timeout, not one per test."""
     try:
         import psycopg
 
         psycopg.connect("host=127.0.0.1 port=5432 dbname=test user=postgres", connect_timeout=3).close()
-    except Exception as error:  # any failure means: skip, and say why
+    except Exception as error:  # any failure means: skip (fail under CI=true), and say why
+        why = (str(error).strip().splitlines() or [type(error).__name__])[0]
         return (
-            f"PostgreSQL on 127.0.0.1:5432 is not reachable ({type(error).__name__}); storage tests ran on SQLite only"
+            f"PostgreSQL on 127.0.0.1:5432 (database test, user postgres, trust auth) is not reachable: {why}; "
+            "storage tests ran on SQLite only (README, Running the tests: how to get PostgreSQL)"
         )
     return None
 
@@ -96,7 +168,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         return
     reason = _postgres_reachable()
     if reason:
-        pytest.skip(reason)
+        missing_service(reason)
     import psycopg
 
     schema = f"test_{uuid.uuid4().hex[:12]}"

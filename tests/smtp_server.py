@@ -40,7 +40,7 @@ class Recorder:
     messages: list[Received] = field(default_factory=list)
     attempts: Counter[str] = field(default_factory=Counter)
     delay: float = 0.0
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    lock: threading.Condition = field(default_factory=threading.Condition)
 
     async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: list[str]) -> str:
         envelope.rcpt_tos.append(address)
@@ -54,20 +54,30 @@ class Recorder:
         if self.delay:
             await asyncio.sleep(self.delay)
         local = rcpt.split("@")[0]
+        transport = server.transport
+        assert isinstance(transport, asyncio.WriteTransport)
         if (match := re.match(r"temp-(\d+)", local)) and attempt <= int(match.group(1)):
             return "451 4.3.0 try again later"
         if local.startswith("perm"):
             return "550 5.1.1 no such user"
         if local.startswith("drop") and attempt == 1:
-            server.transport.close()
+            transport.close()
             return "451 gone"
         if local.startswith("bye") and attempt == 1:
-            server.transport.write(b"421 4.3.2 shutting down\r\n")
-            server.transport.close()
+            transport.write(b"421 4.3.2 shutting down\r\n")
+            transport.close()
             return "421 closing"
         with self.lock:
             self.messages.append(Received(list(envelope.rcpt_tos), envelope.original_content, time.monotonic()))
+            self.lock.notify_all()
         return "250 2.0.0 queued"
+
+    def wait_for(self, count: int, *, timeout: float = 10) -> list[Received]:
+        """The messages, once at least `count` arrived; AssertionError after `timeout` seconds saying how many did."""
+        with self.lock:
+            if not self.lock.wait_for(lambda: len(self.messages) >= count, timeout=timeout):
+                raise AssertionError(f"{len(self.messages)} of {count} messages arrived within {timeout:g} s")
+            return list(self.messages)
 
     def delivered(self) -> Counter[str]:
         with self.lock:

@@ -141,8 +141,8 @@ def test_feed_is_atom_with_one_entry_per_issue(issues: Path, settings: Settings)
             e.findtext(f"{ATOM}id"),
             e.findtext(f"{ATOM}title"),
             e.findtext(f"{ATOM}updated"),
-            e.find(f"{ATOM}link").get("href"),
-        )  # type: ignore[union-attr]
+            e.findall(f"{ATOM}link")[0].get("href"),
+        )
         for e in entries
     ] == [
         (

@@ -139,7 +139,7 @@ def test_every_command_has_help_and_is_in_the_readme() -> None:
     readme = (ROOT / "README.md").read_text()
     from mailer.cli import cli
 
-    for name, command in cli.commands.items():  # type: ignore[attr-defined]
+    for name, command in cli.commands.items():
         assert command.help, name
         assert f"mailer {name}" in readme, f"README does not mention `mailer {name}`"
 

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from tests.browser import chromium
-from tests.conftest import ROOT
+from tests.conftest import ROOT, read_line
 from tests.smtp_server import free_port
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, FrameLocator, Page
 
 OUTPUT = ROOT / "test-output"
 
@@ -31,8 +35,8 @@ class PreviewServer:
             text=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
-        line = self.process.stdout.readline()  # type: ignore[union-attr]
-        assert line.startswith("previewing at http://127.0.0.1:"), line + self.process.stderr.read()  # type: ignore[union-attr]
+        line = read_line(self.process, timeout=30, what="mailer preview's first line")
+        assert line.startswith("previewing at http://127.0.0.1:"), line
 
     def stop(self) -> None:
         self.process.terminate()
@@ -41,25 +45,39 @@ class PreviewServer:
 
 @pytest.fixture
 def server(workdir: Path) -> Iterator[PreviewServer]:
+    """A preview of its own, for a test that edits the issue files."""
     preview = PreviewServer(workdir)
     yield preview
     preview.stop()
 
 
 @pytest.fixture(scope="module")
-def browser():  # type: ignore[no-untyped-def]
+def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PreviewServer]:
+    """One preview for the tests that only look: starting one costs a second."""
+    workdir = tmp_path_factory.mktemp("preview")
+    shutil.copy(ROOT / "mailer.toml", workdir / "mailer.toml")
+    shutil.copytree(ROOT / "issues", workdir / "issues")
+    preview = PreviewServer(workdir)
+    yield preview
+    preview.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
     with chromium() as browser:
         yield browser
 
 
-def frame_of(page):  # type: ignore[no-untyped-def]
+def frame_of(page: Page) -> FrameLocator:
     return page.frame_locator("#frame")
 
 
 @pytest.mark.parametrize("slug", ["2016-02", "2015-10"])
-def test_preview_shows_the_email_on_desktop_and_phone(browser, server: PreviewServer, slug: str) -> None:  # type: ignore[no-untyped-def]
+def test_preview_shows_the_email_on_desktop_and_phone(
+    browser: Browser, shared_server: PreviewServer, slug: str
+) -> None:
     page = browser.new_page(viewport={"width": 1200, "height": 900})
-    page.goto(f"{server.url}/issue/{slug}/")
+    page.goto(f"{shared_server.url}/issue/{slug}/")
     assert (
         page.locator("#subject").inner_text()
         == f"{'February 2016' if slug == '2016-02' else 'October 2015'} Monthly Update"
@@ -67,7 +85,9 @@ def test_preview_shows_the_email_on_desktop_and_phone(browser, server: PreviewSe
     assert page.locator("#size").inner_text() != "0"
     frame = frame_of(page)
     frame.locator("h1.issue-title").wait_for()
-    widest = page.frame(url=lambda url: "email.html" in url).evaluate(  # type: ignore[union-attr]
+    email = page.frame(url=lambda url: "email.html" in url)
+    assert email is not None
+    widest = email.evaluate(
         "Math.max(...[...document.querySelectorAll('p, h1, h2, h3, table')].map(e => e.getBoundingClientRect().width))"
     )
     assert widest <= 600
@@ -88,7 +108,7 @@ def test_preview_shows_the_email_on_desktop_and_phone(browser, server: PreviewSe
     page.close()
 
 
-def test_saving_the_yaml_updates_the_open_page(browser, server: PreviewServer, workdir: Path) -> None:  # type: ignore[no-untyped-def]
+def test_saving_the_yaml_updates_the_open_page(browser: Browser, server: PreviewServer, workdir: Path) -> None:
     page = browser.new_page(viewport={"width": 1200, "height": 900})
     page.goto(f"{server.url}/issue/2016-02/")
     frame_of(page).locator("h1.issue-title").wait_for()
@@ -104,8 +124,8 @@ def test_saving_the_yaml_updates_the_open_page(browser, server: PreviewServer, w
 
 
 def test_an_invalid_edit_shows_the_error_and_fixing_it_restores_the_preview(
-    browser, server: PreviewServer, workdir: Path
-) -> None:  # type: ignore[no-untyped-def]
+    browser: Browser, server: PreviewServer, workdir: Path
+) -> None:
     page = browser.new_page(viewport={"width": 1200, "height": 900})
     page.goto(f"{server.url}/issue/2016-02/")
     frame_of(page).locator("h1.issue-title").wait_for()
@@ -134,13 +154,13 @@ def _outside_address() -> str | None:
     return None if address.startswith("127.") else str(address)
 
 
-def test_only_loopback_can_connect(server: PreviewServer) -> None:
+def test_only_loopback_can_connect(shared_server: PreviewServer) -> None:
     address = _outside_address()
     if address is None:
         pytest.skip("this machine has no address but loopback")
     with socket.socket() as client, pytest.raises(ConnectionRefusedError):
         client.settimeout(5)
-        client.connect((address, server.port))
+        client.connect((address, shared_server.port))
 
 
 def test_a_taken_port_is_one_clear_line(workdir: Path) -> None:
@@ -166,4 +186,3 @@ def test_ctrl_c_stops_cleanly(workdir: Path) -> None:
     preview.process.send_signal(2)
     out, err = preview.process.communicate(timeout=20)
     assert preview.process.returncode == 0 and out == "preview stopped\n" and "Traceback" not in err
-    time.sleep(0)

@@ -161,6 +161,7 @@ def test_a_broken_issue_mails_nobody(
     assert smtp_server.recorder.attempts == {}
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # the limiter is the pool's, whatever the ledger
 def test_rate_limit_is_respected(staff: Engine, send_settings: Settings, smtp_server: SMTPServer) -> None:
     for i in range(7):
         add_subscriber(staff, "staff", f"more{i}@example.org")

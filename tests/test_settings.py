@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -29,7 +30,7 @@ def write_config(toml: str = 'public_url = "https://news.example.org"\n', dotenv
         Path(".env").write_text(dotenv, encoding="utf-8")
 
 
-def config_error(**overrides: object) -> str:
+def config_error(**overrides: Any) -> str:
     with pytest.raises(ConfigError) as caught:
         load_settings(**overrides)
     return str(caught.value)
@@ -145,7 +146,7 @@ def test_secrets_never_show_whatever_their_source(source: str, monkeypatch: pyte
         "database_url": f"postgresql+psycopg://mailer:{SECRET}@db.example.org:5432/mailer",
     }
     toml = 'public_url = "https://news.example.org"\n'
-    overrides: dict[str, object] = {}
+    overrides: dict[str, Any] = {}
     if source == "flag":
         overrides = dict(secrets)
     elif source == "environment":

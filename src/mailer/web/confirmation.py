@@ -8,11 +8,14 @@ outlives `confirm_hours` by nothing, and cannot undo a later unsubscription (see
 from __future__ import annotations
 
 import datetime as dt
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import formataddr, make_msgid, parseaddr
+from typing import Any
 
-from itsdangerous import BadData, URLSafeTimedSerializer
+from itsdangerous import BadData, TimestampSigner, URLSafeTimedSerializer
 
 from mailer.audience.lists import PublicList
 from mailer.delivery.headers import header_safe
@@ -30,18 +33,33 @@ class SubscribeRequest:
     issued: dt.datetime
 
 
-def _serializer(secret: str) -> URLSafeTimedSerializer:
-    return URLSafeTimedSerializer(secret, salt=CONFIRM_SALT)
+Clock = Callable[[], float]
+"""Seconds since the epoch, like time.time; injectable so expiry is tested without waiting."""
 
 
-def make_confirm_token(secret: str, list_id: int, email: str, name: str) -> str:
-    return str(_serializer(secret).dumps([list_id, email, name]))
+class _ClockSigner(TimestampSigner):
+    """itsdangerous' timestamp signer, reading the time from the clock it is given."""
+
+    def __init__(self, *args: Any, now: Clock = time.time, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.now = now
+
+    def get_timestamp(self) -> int:
+        return int(self.now())
 
 
-def read_confirm_token(secret: str, token: str, *, max_age_hours: float) -> SubscribeRequest:
+def _serializer(secret: str, now: Clock) -> URLSafeTimedSerializer:
+    return URLSafeTimedSerializer(secret, salt=CONFIRM_SALT, signer=_ClockSigner, signer_kwargs={"now": now})
+
+
+def make_confirm_token(secret: str, list_id: int, email: str, name: str, *, now: Clock = time.time) -> str:
+    return str(_serializer(secret, now).dumps([list_id, email, name]))
+
+
+def read_confirm_token(secret: str, token: str, *, max_age_hours: float, now: Clock = time.time) -> SubscribeRequest:
     """The request a genuine, unexpired token carries; BadToken otherwise (one message for every case)."""
     try:
-        payload, issued = _serializer(secret).loads(
+        payload, issued = _serializer(secret, now).loads(
             token, max_age=max(1, round(max_age_hours * 3600)), return_timestamp=True
         )
         list_id, email, name = payload

@@ -19,11 +19,10 @@ import hmac
 import logging
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from sqlalchemy.engine import Engine
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
@@ -54,8 +53,8 @@ from mailer.errors import ConfigError, MailerError
 from mailer.settings import Settings, load_settings
 from mailer.web import archive
 from mailer.web.confirmation import SubscribeRequest, confirmation_message, make_confirm_token, read_confirm_token
+from mailer.web.pages import page_templates
 
-PAGES = Path(__file__).parent / "public_page"
 CSRF_COOKIE = "mailer_csrf"
 ONE_CLICK = "One-Click"
 MAX_NAME = 200
@@ -70,7 +69,7 @@ SECURITY_HEADERS = {
 """Token pages must not leak their URL (Referer) nor be framed (clickjacking the button)."""
 
 
-class AttemptsPerAddress:
+class AttemptsPerIP:
     """A sliding window of requests per client IP, in memory (per worker process)."""
 
     def __init__(self, limit: int, window_seconds: float = 3600, max_addresses: int = 100_000) -> None:
@@ -104,12 +103,12 @@ class PublicWeb:
     settings: Settings
     engine: Engine
     secret: str
-    limiter: AttemptsPerAddress
+    limiter: AttemptsPerIP
+    now: Callable[[], float] = time.time
+    """The clock of confirmation links (their time stamp and expiry); tests pass their own."""
 
     def __post_init__(self) -> None:
-        self.pages = Environment(
-            loader=FileSystemLoader(PAGES), autoescape=select_autoescape(default=True), undefined=StrictUndefined
-        )
+        self.pages = page_templates("public_page")
 
     # --- pages, CSRF ---------------------------------------------------------------------------
 
@@ -249,7 +248,7 @@ class PublicWeb:
                 email=typed,
                 error="Please enter a valid email address.",
             )
-        token = make_confirm_token(self.secret, mailing_list.id, address, name)
+        token = make_confirm_token(self.secret, mailing_list.id, address, name, now=self.now)
         link = f"{self.settings.archive_url.rstrip('/')}/confirm/{token}"
         task = BackgroundTask(self.send_confirmation, mailing_list, address, key, name, link)
         return self.page(request, "check_inbox.html", mailing_list=mailing_list, background=task)
@@ -279,7 +278,7 @@ class PublicWeb:
     def _subscribe_request(self, request: Request) -> SubscribeRequest | Response:
         try:
             return read_confirm_token(
-                self.secret, request.path_params["token"], max_age_hours=self.settings.confirm_hours
+                self.secret, request.path_params["token"], max_age_hours=self.settings.confirm_hours, now=self.now
             )
         except BadToken as error:
             return self.invalid_link(request, str(error).capitalize() + ".")
@@ -405,9 +404,9 @@ def check_serve_settings(settings: Settings) -> str:
     return settings.unsubscribe_secret.get_secret_value()
 
 
-def create_app(settings: Settings, engine: Engine) -> Starlette:
+def create_app(settings: Settings, engine: Engine, *, now: Callable[[], float] = time.time) -> Starlette:
     secret = check_serve_settings(settings)
-    web = PublicWeb(settings, engine, secret, AttemptsPerAddress(settings.subscribe_per_ip_per_hour))
+    web = PublicWeb(settings, engine, secret, AttemptsPerIP(settings.subscribe_per_ip_per_hour), now)
     return Starlette(routes=_routes(web))
 
 
