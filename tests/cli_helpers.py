@@ -11,12 +11,10 @@ import contextlib
 import os
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
-import pytest
 from click.testing import CliRunner, Result
 from sqlalchemy.engine import Engine
 
@@ -64,28 +62,3 @@ def start_mailer(*args: str, cwd: Path, env: Mapping[str, str], **popen: Any) ->
     return subprocess.Popen(
         [sys.executable, "-m", "mailer", *args], cwd=cwd, env={**os.environ, **env}, text=True, **popen
     )
-
-
-def fail_child(process: subprocess.Popen[str], message: str) -> NoReturn:
-    """Kill a child that did not do what was awaited and fail with what it wrote to stderr, if that was piped."""
-    process.kill()
-    try:
-        _, errors = process.communicate(timeout=10)
-    except subprocess.TimeoutExpired:
-        errors = "(the process did not end after SIGKILL)"
-    pytest.fail(f"{message}\n--- stderr of {process.args!r}:\n{errors or '(not captured)'}", pytrace=False)
-
-
-def wait_for(
-    condition: Callable[[], bool], *, what: str, timeout: float = 30, child: subprocess.Popen[str] | None = None
-) -> None:
-    """Poll until `condition` holds; fail saying `what` after `timeout` s, or as soon as `child` ends."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if child is not None and child.poll() is not None:
-            fail_child(child, f"{what}: the process ended first (exit code {child.returncode})")
-        if time.monotonic() >= deadline:
-            if child is not None:
-                fail_child(child, f"{what}: not within {timeout:g} s")
-            pytest.fail(f"{what}: not within {timeout:g} s", pytrace=False)
-        time.sleep(0.01)

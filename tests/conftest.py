@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import base64
 import functools
 import os
 import select
@@ -84,11 +85,22 @@ def read_line(process: subprocess.Popen[str], *, timeout: float, what: str) -> s
     return line.decode()
 
 
-def wait_until(condition: Callable[[], bool], *, timeout: float, what: str, interval: float = 0.05) -> None:
-    """Poll `condition` until it holds; fail with `what` after `timeout` seconds."""
+def wait_until(
+    condition: Callable[[], bool],
+    *,
+    timeout: float,
+    what: str,
+    interval: float = 0.05,
+    child: subprocess.Popen[str] | None = None,
+) -> None:
+    """Poll `condition` until it holds; fail with `what` after `timeout` seconds, or as soon as `child` ends."""
     deadline = time.monotonic() + timeout
     while not condition():
+        if child is not None and child.poll() is not None:
+            fail_process(child, f"{what}: the process ended first (exit code {child.returncode})")
         if time.monotonic() >= deadline:
+            if child is not None:
+                fail_process(child, f"{what}: not within {timeout:g} s")
             pytest.fail(f"{what}: not within {timeout:g} s", pytrace=False)
         time.sleep(interval)
 
@@ -222,3 +234,20 @@ def send_settings(smtp_server: SMTPServer, database_url: str) -> Settings:
         smtp_pool_size=4,
         smtp_timeout=5,
     )
+
+
+@pytest.fixture
+def dkim_key(tmp_path: Path) -> tuple[Path, bytes]:
+    """A fresh 2048-bit RSA key file and the DNS TXT record that publishes its public half."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    key_file = tmp_path / "dkim.pem"
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
+        )
+    )
+    public = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return key_file, b"v=DKIM1; k=rsa; p=" + base64.b64encode(public)

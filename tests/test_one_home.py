@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import re
 import shutil
 from pathlib import Path
@@ -108,22 +107,6 @@ def test_unsubscribing_a_differently_typed_address_suppresses_the_stored_one(sta
     add_subscriber(staff, "staff", COMPOSED)
     assert unsubscribe(staff, DECOMPOSED.upper()) == 1
     assert list(mailable_subscribers(staff, "staff")) == []
-
-
-@pytest.fixture
-def dkim_key(tmp_path: Path) -> tuple[Path, bytes]:
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    key_file = tmp_path / "dkim.pem"
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
-        )
-    )
-    public = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    return key_file, b"v=DKIM1; k=rsa; p=" + base64.b64encode(public)
 
 
 def _without_per_message_parts(message: bytes) -> bytes:

@@ -225,23 +225,11 @@ def test_two_postgres_senders_share_the_work(staff: Engine, send_settings: Setti
 
 
 def test_dkim_signature_covers_list_unsubscribe_and_verifies(
-    staff: Engine, send_settings: Settings, smtp_server: SMTPServer, tmp_path: Path
+    staff: Engine, send_settings: Settings, smtp_server: SMTPServer, dkim_key: tuple[Path, bytes]
 ) -> None:
     import dkim
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
 
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    key_file = tmp_path / "dkim.pem"
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
-        )
-    )
-    public = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    import base64
-
-    record = b"v=DKIM1; k=rsa; p=" + base64.b64encode(public)
+    key_file, record = dkim_key
     send(staff, send_settings.model_copy(update={"dkim_key_file": key_file, "dkim_selector": "news2016"}))
     for item in smtp_server.recorder.messages:
         signature = parse(item.data)["DKIM-Signature"]

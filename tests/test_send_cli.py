@@ -17,8 +17,8 @@ from sqlalchemy.engine import Engine
 from mailer.audience.database import deliveries, open_database
 from mailer.audience.lists import add_subscriber, create_list
 from mailer.settings import Settings
-from tests.cli_helpers import fail_child, run_cli, start_mailer, wait_for
-from tests.conftest import SECRET
+from tests.cli_helpers import run_cli, start_mailer
+from tests.conftest import SECRET, fail_process, wait_until
 from tests.smtp_server import SMTPServer
 
 SEND = ("send", "issues/2016-02.yaml", "--list", "staff")
@@ -50,7 +50,7 @@ def finish(process: subprocess.Popen[str], what: str, timeout: float = 60) -> tu
     try:
         return process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        fail_child(process, f"{what}: still running after {timeout:g} s")
+        fail_process(process, f"{what}: still running after {timeout:g} s")
 
 
 def data_commands(smtp_server: SMTPServer) -> int:
@@ -139,15 +139,18 @@ def test_a_send_killed_mid_way_resumes_without_losing_or_duplicating(
     smtp_server.recorder.delay = 0.05
     env = environment(send_settings, smtp_server)
     process = sender(workdir, env, stderr=subprocess.PIPE)
-    wait_for(
-        lambda: len(smtp_server.recorder.messages) >= 15, what="15 messages accepted from the sender", child=process
+    wait_until(
+        lambda: len(smtp_server.recorder.messages) >= 15,
+        what="15 messages accepted from the sender",
+        timeout=30,
+        child=process,
     )
     process.send_signal(signal.SIGKILL)
     finish(process, "the sender after SIGKILL")
     smtp_server.recorder.delay = 0
     assert len(smtp_server.recorder.messages) < 60
     if staff.dialect.name == "postgresql":  # its rows are recovered once the server has noticed the session is gone
-        wait_for(lambda: not live_claimants(staff), what="the killed sender's PostgreSQL session ended")
+        wait_until(lambda: not live_claimants(staff), what="the killed sender's PostgreSQL session ended", timeout=30)
     result = mailer(workdir, env, *SEND)
     assert result.exit_code == 0, result.stderr
     delivered = smtp_server.recorder.delivered()
@@ -168,7 +171,12 @@ def test_ctrl_c_finishes_messages_in_flight_and_exits_cleanly(
     smtp_server.recorder.delay = 0.05
     env = environment(send_settings, smtp_server)
     process = sender(workdir, env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    wait_for(lambda: len(smtp_server.recorder.messages) >= 8, what="8 messages accepted from the sender", child=process)
+    wait_until(
+        lambda: len(smtp_server.recorder.messages) >= 8,
+        what="8 messages accepted from the sender",
+        timeout=30,
+        child=process,
+    )
     process.send_signal(signal.SIGINT)
     out, err = finish(process, "the sender after Ctrl-C", timeout=30)
     assert process.returncode == 3, err
@@ -189,7 +197,7 @@ def test_two_senders_never_send_the_same_recipient_twice(
     smtp_server.recorder.delay = 0.5  # slow until the second sender is under way: alone, the first needs 60 x 0.5 / 4 s
     env = environment(send_settings, smtp_server)
     first = sender(workdir, env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    wait_for(lambda: data_commands(smtp_server) > 0, what="the first sender's first message", child=first)
+    wait_until(lambda: data_commands(smtp_server) > 0, what="the first sender's first message", timeout=30, child=first)
     if staff.dialect.name == "sqlite":
         second = mailer(workdir, env, *SEND)  # in this process, while the first one holds the send lock
         smtp_server.recorder.delay = 0

@@ -221,6 +221,15 @@ async def envelope(smtp: aiosmtplib.SMTP, recipient: str = "ana@example.org") ->
     await smtp.rcpt(recipient)
 
 
+async def ready_for_data(port: int) -> tuple[aiosmtplib.SMTP, asyncio.Lock]:
+    """A connection with MAIL and RCPT done, and the protocol lock _data takes."""
+    smtp = await connected(port)
+    await envelope(smtp)
+    protocol = smtp.protocol
+    assert protocol is not None and protocol._command_lock is not None
+    return smtp, protocol._command_lock
+
+
 def test_aiosmtplib_internals_used_by_the_data_seam() -> None:
     """A tripwire: the private parts of aiosmtplib's SMTPProtocol that _data relies on, after a real connect."""
     from aiosmtplib.protocol import SMTPProtocol
@@ -321,11 +330,7 @@ def test_data_closes_the_connection_when_the_server_goes(rendered: dict[str, Any
     expected = aiosmtplib.SMTPTimeoutError if fault.startswith("silent") else aiosmtplib.SMTPServerDisconnected
 
     async def go(server: ScriptedServer) -> None:
-        smtp = await connected(server.port)
-        await envelope(smtp)
-        protocol = smtp.protocol
-        assert protocol is not None and protocol._command_lock is not None
-        lock = protocol._command_lock
+        smtp, lock = await ready_for_data(server.port)
         with pytest.raises(expected):
             await way(smtp, message)
         assert not smtp.is_connected and smtp.protocol is None
@@ -378,11 +383,7 @@ def test_cancelled_data_closes_the_connection_and_frees_the_lock(rendered: dict[
     written = b"DATA\r\n" if fault == "silent-at-data" else message + b".\r\n"
 
     async def go(server: ScriptedServer) -> None:
-        smtp = await connected(server.port)
-        await envelope(smtp)
-        protocol = smtp.protocol
-        assert protocol is not None and protocol._command_lock is not None
-        lock = protocol._command_lock
+        smtp, lock = await ready_for_data(server.port)
         task = asyncio.create_task(_data(smtp, message, 30))
         for _ in range(500):
             if server.sessions[0].endswith(written):
