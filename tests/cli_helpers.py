@@ -1,4 +1,4 @@
-"""Run `mailer` in process (click's CliRunner) and wait on child processes with a deadline.
+"""Run `mailer` in process (click's CliRunner), or as a child process where a process matters.
 
 In process a command reads its settings exactly as a real run does (MAILER_* variables, .env and
 mailer.toml in the current directory) and exits through the same `reports_errors` wrapper, without
@@ -7,39 +7,16 @@ paying the ~1 s start-up of a fresh interpreter for every command.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import subprocess
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from click.testing import CliRunner, Result
-from sqlalchemy.engine import Engine
 
-import mailer.audience.database as database
 from mailer.cli import cli
-
-
-@contextlib.contextmanager
-def _engines_closed() -> Iterator[None]:
-    """Close the connections a command opened, as the end of its process would; none outlives the command."""
-    opened: list[Engine] = []
-    original = database.open_database
-
-    def tracked(url: str) -> Engine:
-        engine = original(url)
-        opened.append(engine)
-        return engine
-
-    database.open_database = tracked
-    try:
-        yield
-    finally:
-        database.open_database = original
-        for engine in opened:
-            engine.dispose()
 
 
 def run_cli(*args: str, cwd: Path, env: Mapping[str, str | None] | None = None) -> Result:
@@ -51,8 +28,7 @@ def run_cli(*args: str, cwd: Path, env: Mapping[str, str | None] | None = None) 
     previous = Path.cwd()
     os.chdir(cwd)
     try:
-        with _engines_closed():
-            return CliRunner().invoke(cli, list(args), env=dict(env or {}), prog_name="mailer", catch_exceptions=False)
+        return CliRunner().invoke(cli, list(args), env=dict(env or {}), prog_name="mailer", catch_exceptions=False)
     finally:
         os.chdir(previous)
 

@@ -112,10 +112,13 @@ def config(config_file: Path | None) -> None:
 
 
 def _database(config_file: Path | None) -> Engine:
+    """The configured database, closed when the command ends (in a long-lived process too)."""
     from mailer.audience.database import open_database
     from mailer.settings import load_settings
 
-    return open_database(load_settings(config_file).database_url)
+    engine = open_database(load_settings(config_file).database_url)
+    click.get_current_context().call_on_close(engine.dispose)
+    return engine
 
 
 @cli.group(invoke_without_command=True)
@@ -489,7 +492,7 @@ def serve(
         os.environ["MAILER_ISSUES_DIR"] = str(issues_dir.resolve())
     settings = load_settings(config_file)
     check_serve_settings(settings)
-    _database(config_file).dispose()
+    _database(config_file).dispose()  # created and migrated now; the workers open their own
     check_port_free(host, port)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     click.echo(f"serving {settings.issues_dir}/ at http://{host}:{port}/ for {settings.archive_url} (Ctrl-C to stop)")
