@@ -11,6 +11,7 @@ import pytest
 from click.testing import Result
 
 from mailer.compose.model import issue_json_schema
+from mailer.errors import ExitStatus
 from tests.cli_helpers import run_cli
 from tests.conftest import MINIMAL, ROOT
 
@@ -119,7 +120,7 @@ def test_schema_command_matches_the_committed_copy() -> None:
 
 
 def test_issue_files_point_editors_at_the_schema_and_validate_against_it() -> None:
-    jsonschema = pytest.importorskip("jsonschema")
+    import jsonschema
     from ruamel.yaml import YAML
 
     for path in sorted((ROOT / "issues").glob("*.yaml")):
@@ -129,7 +130,8 @@ def test_issue_files_point_editors_at_the_schema_and_validate_against_it() -> No
 
 
 def test_schema_rejects_what_the_model_rejects() -> None:
-    jsonschema = pytest.importorskip("jsonschema")
+    import jsonschema
+
     schema = json.loads(SCHEMA_FILE.read_text())
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({"title": "t", "date": "2016-01-01", "preheader": "p", "titel": "x"}, schema)
@@ -164,3 +166,9 @@ def test_publish_writes_the_static_archive_and_refuses_while_an_issue_file_is_br
         "site: not published; fix the issue files above first",
     ]
     assert (project / "site" / "2016-02" / "index.html").read_text(encoding="utf-8") == published
+
+
+def test_a_mistyped_flag_exits_with_the_usage_code(workdir: Path) -> None:
+    result = run_cli("render", "issues/2016-02.yaml", "--outptu", "x", cwd=workdir)
+    assert result.exit_code == ExitStatus.USAGE
+    assert result.stderr.endswith("Error: No such option '--outptu'. Did you mean '--output'?\n")

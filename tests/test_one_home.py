@@ -26,7 +26,7 @@ from mailer.compose.build import WrittenFile
 from mailer.compose.draft import last_issue
 from mailer.compose.issues_folder import scan_issues
 from mailer.compose.text import wrap
-from mailer.delivery.send import dry_run, send_to_list
+from mailer.delivery.send import dry_run, send_test, send_to_list
 from mailer.settings import Settings
 from mailer.web.archive import scan_archive
 from mailer.web.preview import Previewer
@@ -117,7 +117,7 @@ def _without_per_message_parts(message: bytes) -> bytes:
     return (kept + b"\r\n" + body).replace(boundary, b"BOUNDARY")
 
 
-def test_the_dry_run_writes_the_bytes_a_send_sends_signature_included(
+def test_the_dry_run_and_the_test_send_make_the_bytes_a_send_sends_signature_included(
     staff: Engine, send_settings: Settings, smtp_server: SMTPServer, dkim_key: tuple[Path, bytes], tmp_path: Path
 ) -> None:
     import dkim
@@ -127,14 +127,16 @@ def test_the_dry_run_writes_the_bytes_a_send_sends_signature_included(
     add_subscriber(staff, "staff", "ana@example.org", name="Ana Alves")
     asyncio.run(dry_run(staff, settings, ISSUES / "2016-02.yaml", "staff", tmp_path / "eml"))
     asyncio.run(send_to_list(staff, settings, ISSUES / "2016-02.yaml", "staff"))
+    asyncio.run(send_test(settings, ISSUES / "2016-02.yaml", "proofreader@example.org"))
     [written] = [path.read_bytes() for path in (tmp_path / "eml").iterdir()]
-    [sent] = [item.data for item in smtp_server.recorder.messages]
+    [sent, test_send] = [item.data for item in smtp_server.recorder.messages]
 
     def dns(name: bytes, timeout: int = 5) -> bytes | None:
         return record if name == b"news2016._domainkey.icmpd.org." else None
 
     assert written.startswith(b"DKIM-Signature:") and dkim.verify(written, dnsfunc=dns)
-    assert dkim.verify(sent, dnsfunc=dns)
+    assert dkim.verify(sent, dnsfunc=dns) and dkim.verify(test_send, dnsfunc=dns)
+    assert test_send.startswith(b"DKIM-Signature:")
     assert _without_per_message_parts(written) == _without_per_message_parts(sent)
 
 

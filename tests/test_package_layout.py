@@ -29,11 +29,15 @@ def _stage_of(module: str) -> str | None:
 
 
 def _imports(path: Path) -> list[str]:
+    """Absolute names of what the module imports; relative imports are resolved against its package."""
+    package = ["mailer", *path.relative_to(PACKAGE).parent.parts]
     found: list[str] = []
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.ImportFrom) and node.module:
-            found.append(node.module)
-            found.extend(f"{node.module}.{alias.name}" for alias in node.names if node.module == "mailer")
+        if isinstance(node, ast.ImportFrom):
+            base = ".".join(package[: len(package) - node.level + 1]) if node.level else ""
+            module = ".".join(part for part in (base, node.module or "") if part)
+            found.append(module)
+            found.extend(f"{module}.{alias.name}" for alias in node.names if module == "mailer")
         elif isinstance(node, ast.Import):
             found.extend(alias.name for alias in node.names)
     return found

@@ -389,6 +389,8 @@ def test_cancelled_data_closes_the_connection_and_frees_the_lock(rendered: dict[
             if server.sessions[0].endswith(written):
                 break
             await asyncio.sleep(0.01)
+        else:
+            pytest.fail(f"the server never received {written[-20:]!r} within 5 s", pytrace=False)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
+import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import wraps
 from pathlib import Path
 from typing import TYPE_CHECKING, ParamSpec, TypeVar
@@ -287,7 +289,7 @@ def send(
     config_file: Path | None,
 ) -> None:
     """Send an issue to a list, exactly once per subscriber; run it again to resume."""
-    from mailer.compose.issues_folder import scan_issues
+    from mailer.compose.issues_folder import scan_issues, slug_of
     from mailer.delivery import send as sending
     from mailer.settings import load_settings
 
@@ -306,7 +308,7 @@ def send(
         raise click.UsageError("name the list with --list (or a single address with --to)")
     engine = _database(config_file)
     if dry_run:
-        folder = out_dir or Path("build") / issue_file.stem / "eml"
+        folder = out_dir or Path("build") / slug_of(issue_file) / "eml"
         count = sending.run(sending.dry_run(engine, settings, issue_file, list_name, folder))
         click.echo(f"dry run: wrote {count} messages to {folder}/; nothing was sent")
         return
@@ -320,16 +322,11 @@ async def _send_with_progress(
     engine: Engine, settings: Settings, issue_file: Path, list_name: str, retry_failed: bool, include_permanent: bool
 ) -> SendSummary:
     """A progress bar on a terminal, a line every 10 s otherwise; Ctrl-C finishes the messages in flight."""
-    import asyncio
-    import signal
     import time
 
     from mailer.delivery.send import send_to_list
 
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGINT, stop.set)
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
     started = last = time.monotonic()
 
     def progress(sent: int, failed: int, total: int) -> None:
@@ -344,21 +341,43 @@ async def _send_with_progress(
             click.echo(f"\r{line}" if sys.stderr.isatty() else line, err=True, nl=not sys.stderr.isatty())
 
     try:
-        return await send_to_list(
-            engine,
-            settings,
-            issue_file,
-            list_name,
-            retry_failed=retry_failed,
-            include_permanent=include_permanent,
-            progress=progress,
-            stop=stop,
-        )
+        with _stopped_by_signals(stop):
+            return await send_to_list(
+                engine,
+                settings,
+                issue_file,
+                list_name,
+                retry_failed=retry_failed,
+                include_permanent=include_permanent,
+                progress=progress,
+                stop=stop,
+            )
     finally:
         if sys.stderr.isatty():
             click.echo("", err=True)
-        loop.remove_signal_handler(signal.SIGINT)
-        loop.remove_signal_handler(signal.SIGTERM)
+
+
+@contextlib.contextmanager
+def _stopped_by_signals(stop: asyncio.Event) -> Iterator[None]:
+    """Ctrl-C and SIGTERM set `stop`: on the event loop where it can (POSIX), else through signal.signal (Windows)."""
+    loop = asyncio.get_running_loop()
+    signals = [signal.SIGINT, signal.SIGTERM]
+    try:
+        for number in signals:
+            loop.add_signal_handler(number, stop.set)
+    except NotImplementedError:
+        previous = {number: signal.signal(number, lambda *_: loop.call_soon_threadsafe(stop.set)) for number in signals}
+        try:
+            yield
+        finally:
+            for number, handler in previous.items():
+                signal.signal(number, handler)
+        return
+    try:
+        yield
+    finally:
+        for number in signals:
+            loop.remove_signal_handler(number)
 
 
 @cli.command()
@@ -368,14 +387,15 @@ async def _send_with_progress(
 @reports_errors
 def status(issue_file: Path, list_name: str | None, config_file: Path | None) -> None:
     """Show sent / pending / failed for an issue, with every failure and uncertain delivery."""
+    from mailer.compose.issues_folder import slug_of
     from mailer.delivery.ledger import delivery_status, issues_sent_to
 
     engine = _database(config_file)
-    names = [list_name] if list_name else issues_sent_to(engine, issue_file.stem)
+    names = [list_name] if list_name else issues_sent_to(engine, slug_of(issue_file))
     if not names:
-        click.echo(f"{issue_file.stem} has not been sent to any list")
+        click.echo(f"{slug_of(issue_file)} has not been sent to any list")
     for name in names:
-        for line in delivery_status(engine, issue_file.stem, name).lines():
+        for line in delivery_status(engine, slug_of(issue_file), name).lines():
             click.echo(line)
 
 
@@ -388,10 +408,9 @@ def status(issue_file: Path, list_name: str | None, config_file: Path | None) ->
 @reports_errors
 def preview(files: tuple[Path, ...], port: int, host: str, no_open: bool, config_file: Path | None) -> None:
     """Preview issues in a browser; saving a file updates the page by itself."""
-    import asyncio
     import webbrowser
 
-    from mailer.compose.issues_folder import scan_issues
+    from mailer.compose.issues_folder import scan_issues, slug_of
     from mailer.settings import load_settings
     from mailer.web.preview import serve_preview
 
@@ -406,7 +425,7 @@ def preview(files: tuple[Path, ...], port: int, host: str, no_open: bool, config
     for path in paths:
         if not path.is_file():
             raise MailerError(f"{path}: no such file")
-    url = f"http://{host}:{port}/" if len(paths) > 1 else f"http://{host}:{port}/issue/{paths[0].stem}/"
+    url = f"http://{host}:{port}/" if len(paths) > 1 else f"http://{host}:{port}/issue/{slug_of(paths[0])}/"
 
     async def run() -> None:
         ready = asyncio.Event()

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 class ExitStatus(enum.IntEnum):
     OK = 0
     INVALID_INPUT = 1
-    USAGE = 2
+    USAGE = 2  # click's own code for unknown flags and missing arguments
     DELIVERY_FAILED = 3
 
 

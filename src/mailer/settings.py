@@ -129,7 +129,8 @@ class Settings(BaseSettings):
     )
     branding: Branding = Branding()
     issues_dir: Path = Field(
-        Path("issues"), description="The issue files the archive (mailer serve, mailer publish) lists."
+        Path("issues"),
+        description="The folder of issue files: the newest one for send and preview, the archive, draft --since.",
     )
     templates_dir: Path | None = Field(None, description="A folder of templates replacing the built-in ones.")
 

@@ -7,7 +7,6 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import jinja2
 import mjml
 from premailer import Premailer
 
@@ -71,19 +70,19 @@ def render_issue(issue: Issue, slug: str, settings: Settings) -> RenderedIssue:
     """Render every output in memory; nothing touches the disk here."""
     templates_dir = settings.templates_dir or default_templates_dir()
     env = environment(Path(templates_dir))
+    css_file = Path(templates_dir) / "inline.css"
     try:
-        template = env.get_template("issue.mjml")
-        css = (Path(templates_dir) / "inline.css").read_text(encoding="utf-8")
-    except (jinja2.TemplateError, OSError) as error:
-        raise RenderError(f"{templates_dir}: cannot load templates: {error}") from None
+        css = css_file.read_text(encoding="utf-8")
+    except OSError as error:
+        raise RenderError(f"{css_file}: cannot read: {error.strerror}") from None
     context: dict[str, object] = {
         "issue": issue,
         "branding": settings.branding,
         "web_url": settings.web_url(slug),
         "archive_url": settings.archive_url,
     }
-    email_mjml = render_template(template, web=False, recipient=PLACEHOLDERS, **context)
-    web_mjml = render_template(template, web=True, recipient=None, **context)
+    email_mjml = render_template(env, "issue.mjml", web=False, recipient=PLACEHOLDERS, **context)
+    web_mjml = render_template(env, "issue.mjml", web=True, recipient=None, **context)
     return RenderedIssue(
         slug=slug,
         email_html=inline_css(_mjml_to_html(email_mjml), css),

@@ -44,4 +44,4 @@ def underline(text: str, char: str = "-") -> str:
 
 
 def render_text(env: Environment, **context: object) -> str:
-    return render_template(env.get_template("issue.txt"), **context)
+    return render_template(env, "issue.txt", **context)

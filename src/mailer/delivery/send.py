@@ -29,19 +29,13 @@ from mailer.delivery.ledger import Claimed, Ledger, Outcome
 from mailer.delivery.message import MessageTemplate, Recipient, sender_domain
 from mailer.delivery.smtp import DeliveryError, FileTransport, SMTPConnection, SMTPSetupError, Transport
 from mailer.delivery.unsubscribe import make_token, unsubscribe_url
-from mailer.errors import ConfigError, ExitStatus, MailerError
+from mailer.errors import ConfigError, MailerError
 from mailer.settings import Settings
 
 FLUSH_SECONDS = 0.05
 T = TypeVar("T")
 Progress = Callable[[int, int, int], None]
 """Called with (messages sent, messages failed, messages this run set out to send)."""
-
-
-class SendIncomplete(MailerError):
-    """Some messages failed or the send stopped early; the ledger knows which."""
-
-    exit_status = ExitStatus.DELIVERY_FAILED
 
 
 @dataclass

@@ -21,7 +21,7 @@ from pathlib import Path
 from markupsafe import Markup
 
 from mailer.compose.build import write_atomically
-from mailer.compose.issues_folder import file_stamp, is_slug, load_cached, scan_issues
+from mailer.compose.issues_folder import file_stamp, is_slug, load_cached, scan_issues, slug_of
 from mailer.compose.model import Issue, human_date
 from mailer.compose.render import render_issue
 from mailer.compose.templates import default_templates_dir
@@ -62,7 +62,7 @@ class ArchiveScan:
 
 
 def _entry(path: Path, issue: Issue, settings: Settings) -> ArchiveEntry:
-    slug = path.stem
+    slug = slug_of(path)
     return ArchiveEntry(
         slug=slug,
         title=issue.title,
@@ -84,11 +84,6 @@ def scan_archive(folder: Path, settings: Settings, *, today: dt.date | None = No
         drafts=[entry for entry in entries if entry.date > today],
         problems=scan.problems,
     )
-
-
-def archive_entries(folder: Path, settings: Settings, *, today: dt.date | None = None) -> list[ArchiveEntry]:
-    """The published issues, newest first; `scan_archive` also says which files were left out and why."""
-    return scan_archive(folder, settings, today=today).entries
 
 
 class _SettingsIdentity:
@@ -123,7 +118,7 @@ def _render_web(path: Path, mtime_ns: int, size: int, same: _SettingsIdentity, t
     loaded = load_cached(path, (mtime_ns, size))
     if isinstance(loaded, tuple):
         raise MailerError("\n".join(loaded))
-    return render_issue(loaded, path.stem, same.settings).web_html
+    return render_issue(loaded, slug_of(path), same.settings).web_html
 
 
 def web_page(folder: Path, slug: str, settings: Settings, *, today: dt.date | None = None) -> str | None:
