@@ -148,6 +148,21 @@ class Settings(BaseSettings):
     smtp_username: str | None = None
     smtp_password: SecretStr | None = None
     smtp_timeout: float = Field(30, gt=0, description="Seconds to wait for the SMTP server.")
+    smtp_ca_file: Path | None = Field(
+        None, description="A CA bundle (PEM) to trust for the relay's certificate, e.g. the organisation's own CA."
+    )
+    smtp_tls_verify: bool = Field(
+        True, description="Check the relay's certificate; false only for test relays (warned on every send)."
+    )
+    smtp_helo_name: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$",
+        description="The name mailer gives in EHLO; default: this host's fully-qualified name.",
+    )
+    special_use_domains: list[str] = Field(
+        default_factory=list,
+        description="Special-use domains accepted in addresses (intranets), e.g. ['internal', 'test', 'local'].",
+    )
 
     smtp_pool_size: int = Field(8, ge=1, le=100, description="Concurrent SMTP connections.")
     rate_per_second: float = Field(0, ge=0, description="Messages per second at most; 0 for no limit.")
@@ -174,6 +189,13 @@ class Settings(BaseSettings):
     subscribe_per_ip_per_hour: int = Field(
         10, ge=1, description="Subscribe requests one IP address may make per hour on the public web."
     )
+    confirm_per_address_per_day: int = Field(
+        3, ge=1, description="Confirmation mails one address may be sent per day (at most one per 10 minutes)."
+    )
+    claim_lease_seconds: float = Field(
+        60, ge=5, description="A sender's claim on recipients lapses this long after its last heartbeat (PostgreSQL)."
+    )
+    max_issue_bytes: int = Field(1_000_000, ge=1024, description="Issue files larger than this are refused unread.")
     dkim_key_file: Path | None = Field(None, description="PEM private key to DKIM-sign messages with.")
     dkim_selector: str | None = Field(
         None, pattern=r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$", description="DKIM selector (s=), a DNS label."
