@@ -34,7 +34,7 @@ from sqlalchemy.engine import Engine
 from starlette.testclient import TestClient
 
 from mailer.audience.database import open_database
-from mailer.audience.lists import add_subscriber, create_list, mailable_subscribers, unsubscribe
+from mailer.audience.lists import add_subscriber, create_list, mailable_subscribers, set_public, unsubscribe
 from mailer.cli import cli
 from mailer.delivery.send import send_to_list
 from mailer.delivery.unsubscribe import make_token
@@ -511,3 +511,49 @@ def test_a_person_subscribes_confirms_receives_the_issue_and_unsubscribes(
         page.screenshot(path=str(OUTPUT / "unsubscribed.png"))
         assert "will no longer receive ICMPD Monthly Update" in page.inner_text("main")
     assert not status_of(engine, "news", "ana@example.org")
+
+
+def test_one_address_gets_at_most_one_confirmation_mail_in_10_minutes_and_three_a_day(
+    web: InProcessWeb, smtp_server: SMTPServer
+) -> None:
+    """Three IPs asking for the same victim in seconds: one mail; then at most one per 10 minutes, three a day."""
+    ips = (f"198.51.100.{n}" for n in range(1, 100))
+
+    def ask(address: str) -> str:
+        with TestClient(web.app, base_url=web.url, client=(next(ips), 50000)) as browser:
+            return subscribe(browser, web, address, "").text
+
+    def mails_to_victim() -> int:
+        return sum(1 for m in smtp_server.recorder.messages if m.recipients[0].lower() == "victim@example.org")
+
+    answers = {ask("victim@example.org") for _ in range(3)}
+    answers.add(ask("someone-else@example.org"))
+    assert len(answers) == 1, "the visitor is told the same whether a mail went out or not"
+    assert sorted(r for m in smtp_server.recorder.messages for r in m.recipients) == [
+        "someone-else@example.org",
+        "victim@example.org",
+    ]
+    web.clock.advance(5 * 60)
+    ask("victim@example.org")
+    assert mails_to_victim() == 1, "not twice in 10 minutes"
+    for _ in range(4):
+        web.clock.advance(11 * 60)
+        ask("Victim@Example.org")
+    assert mails_to_victim() == 3, "three a day"
+    web.clock.advance(24 * 3600)
+    ask("victim@example.org")
+    assert mails_to_victim() == 4
+
+
+def test_a_confirmation_link_for_a_list_made_private_since_subscribes_nobody(
+    web: InProcessWeb, engine: Engine, smtp_server: SMTPServer
+) -> None:
+    with web.browser() as browser:
+        subscribe(browser, web, "late@example.org", "")
+        [mail] = wait_for_mail(smtp_server, 1)
+        set_public(engine, "news", False)
+        link = confirmation_link(mail)
+        page = browser.get(link)
+        answer = browser.post(link, data={"csrf": csrf_of(page)})
+    assert answer.status_code == 409 and "no longer takes subscriptions" in answer.text
+    assert not status_of(engine, "news", "late@example.org")

@@ -60,6 +60,15 @@ suppressions = sa.Table(
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
 )
 
+confirmation_mails = sa.Table(
+    "confirmation_mails",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("email_key", sa.String(320), nullable=False),
+    sa.Column("sent_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_confirmation_mails_email_key", "email_key"),
+)
+
 deliveries = sa.Table(
     "deliveries",
     metadata,

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import collections
+import datetime as dt
 import email.policy
 import email.utils
 import hashlib
@@ -33,6 +34,7 @@ from starlette.responses import HTMLResponse, PlainTextResponse, RedirectRespons
 from starlette.routing import Route
 
 from mailer.audience.addresses import InvalidAddress, normalise_email
+from mailer.audience.confirmation_log import may_send_confirmation
 from mailer.audience.database import SUBSCRIBED, UNSUBSCRIBED, open_database
 from mailer.audience.lists import (
     Membership,
@@ -254,13 +256,24 @@ class PublicWeb:
         return self.page(request, "check_inbox.html", mailing_list=mailing_list, background=task)
 
     async def send_confirmation(self, mailing_list: PublicList, address: str, key: str, name: str, link: str) -> None:
-        """After the response, so its timing says nothing about the address; suppressed addresses get nothing."""
+        """After the response, so its timing says nothing about the address.
 
-        def suppressed() -> bool:
+        Suppressed addresses get nothing, and no address gets more than one mail in 10 minutes or
+        `confirm_per_address_per_day` a day, whoever asks and from wherever: the visitor's answer is the same.
+        """
+
+        def allowed() -> bool:
             with self.engine.connect() as conn:
-                return suppression_reason(conn, key) is not None
+                if suppression_reason(conn, key) is not None:
+                    return False
+            stamp = dt.datetime.fromtimestamp(self.now(), dt.UTC)
+            per_day = self.settings.confirm_per_address_per_day
+            if may_send_confirmation(self.engine, key, per_day=per_day, now=stamp):
+                return True
+            log.info("confirmation mail for list %s held back: sent to this address recently", mailing_list.name)
+            return False
 
-        if await run_in_threadpool(suppressed):
+        if not await run_in_threadpool(allowed):
             return
         message = confirmation_message(self.settings, mailing_list, address, name, link)
         connection = SMTPConnection(self.settings)
@@ -326,6 +339,8 @@ class PublicWeb:
         list_name = list_name_of(engine, wanted.list_id)
         if list_name is None:
             return False, "Link not valid", "This list no longer exists."
+        if public_list(engine, list_name) is None:
+            return False, "Link not valid", "This list no longer takes subscriptions on the web."
         try:
             add_subscriber(engine, list_name, address, name=wanted.name)
         except MailerError:
