@@ -122,8 +122,10 @@ def process_cpu(pid: int) -> float | None:
 def child(args: argparse.Namespace) -> None:
     """Run one send_to_list and print its figures as one JSON line."""
     from mailer.audience.database import open_database
+    from mailer.delivery import ledger
     from mailer.delivery.send import run, send_to_list
 
+    ledger.SQLITE_SYNCHRONOUS = args.synchronous
     settings = make_settings(args.port, args.database_url, args.pool)
     engine = open_database(args.database_url)
     peak_before = memory_kb("VmHWM")
@@ -413,7 +415,9 @@ def baseline(binary: str, sink: Sink, message_file: Path, count: int, sessions: 
     }
 
 
-def run_database(label: str, url: str, folder: Path, count: int, sink: Sink, pool: int) -> dict[str, Any]:
+def run_database(
+    label: str, url: str, folder: Path, count: int, sink: Sink, pool: int, *, synchronous: str = "FULL"
+) -> dict[str, Any]:
     from mailer.audience.database import open_database
     from mailer.audience.lists import create_list
     from mailer.audience.subscriber_csv import import_subscribers
@@ -431,7 +435,7 @@ def run_database(label: str, url: str, folder: Path, count: int, sink: Sink, poo
         raise SystemExit(f"{label}: import added {report.added} of {count}: {report.lines()[:5]}")
     before_msgs, before_sink = sink.messages(), sink.cpu()
     command = [sys.executable, str(Path(__file__).resolve()), "--child"]
-    command += ["--database-url", url, "--port", str(sink.port), "--pool", str(pool)]
+    command += ["--database-url", url, "--port", str(sink.port), "--pool", str(pool), "--synchronous", synchronous]
     started = time.perf_counter()
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
     elapsed = time.perf_counter() - started
@@ -532,6 +536,19 @@ def report_send(label: str, result: dict[str, Any], base: dict[str, float], base
     return True
 
 
+def report_durability(full: dict[str, Any], normal: dict[str, Any]) -> None:
+    """The durability row: what syncing the WAL at every ledger commit (claims and outcomes) costs."""
+    if "error" in full or "error" in normal:
+        return
+    rates = {name: r["sent"] / r["wall"] for name, r in (("FULL", full), ("NORMAL", normal))}
+    cpu = {name: r["cpu"] / max(r["sent"], 1) * 1e6 for name, r in (("FULL", full), ("NORMAL", normal))}
+    print("durability (SQLite ledger, same run)")
+    print(
+        f"  {'synchronous FULL / NORMAL':34} {rates['FULL']:7.0f}/s vs {rates['NORMAL']:.0f}/s  "
+        f"({rates['FULL'] / rates['NORMAL']:.2f}x); CPU {cpu['FULL']:.0f} vs {cpu['NORMAL']:.0f} µs/msg"
+    )
+
+
 def data_seam_only(count: int) -> int:
     """--data-seam: build the message as the full run does, then only the DATA seam rows; the exit status."""
     from mailer.delivery.message import Recipient
@@ -571,6 +588,7 @@ def main() -> None:
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--database-url", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--synchronous", default="FULL", help=argparse.SUPPRESS)
     args = parser.parse_args()
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     if args.child:
@@ -638,7 +656,13 @@ def main() -> None:
             sqlite_dir = folder / "sqlite"
             sqlite_dir.mkdir()
             result = run_database("SQLite", f"sqlite:///{sqlite_dir}/bench.sqlite3", folder, count, sink, pool)
-            ok = report_send("SQLite", result, base, base_count, count) and ok
+            ok = report_send("SQLite (ledger synchronous=FULL)", result, base, base_count, count) and ok
+            normal_dir = folder / "sqlite-normal"
+            normal_dir.mkdir()
+            normal_url = f"sqlite:///{normal_dir}/bench.sqlite3"
+            normal = run_database("SQLite", normal_url, folder, count, sink, pool, synchronous="NORMAL")
+            ok = report_send("SQLite (ledger synchronous=NORMAL, not durable)", normal, base, base_count, count) and ok
+            report_durability(result, normal)
             if args.postgres:
                 with postgres_schema() as url:
                     if url is not None:

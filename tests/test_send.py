@@ -90,9 +90,16 @@ def test_each_recipient_gets_one_personal_standards_compliant_message(
 
 
 def test_names_cannot_inject_headers(send_settings: Settings, smtp_server: SMTPServer) -> None:
+    """Every entry point refuses control characters in names; a name stored before that still cannot add headers."""
+    from mailer.audience.database import subscribers
+
     engine = open_database(send_settings.database_url)
     create_list(engine, "staff")
-    add_subscriber(engine, "staff", "ana@example.org", name="Ana\r\nBcc: victim@example.org")
+    with pytest.raises(MailerError, match="control character"):
+        add_subscriber(engine, "staff", "ana@example.org", name="Ana\r\nBcc: victim@example.org")
+    add_subscriber(engine, "staff", "ana@example.org", name="Ana")
+    with engine.begin() as conn:
+        conn.execute(sa.update(subscribers).values(name="Ana\r\nBcc: victim@example.org"))
     send(engine, send_settings)
     [item] = smtp_server.recorder.messages
     message = parse(item.data)

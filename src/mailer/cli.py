@@ -85,12 +85,14 @@ def render(files: tuple[Path, ...], out_dir: Path | None, config_file: Path | No
 
 @cli.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@config_option
 @reports_errors
-def check(files: tuple[Path, ...]) -> None:
+def check(files: tuple[Path, ...], config_file: Path | None) -> None:
     """Validate issue files without writing anything (for pre-commit and CI)."""
     from mailer.compose.build import load_all
+    from mailer.settings import load_settings
 
-    loaded = load_all(list(files))
+    loaded = load_all(list(files), max_bytes=load_settings(config_file).max_issue_bytes)
     click.echo(f"{len(loaded)} issue file{'s' if len(loaded) != 1 else ''} OK")
 
 
@@ -274,6 +276,11 @@ def unsubscribe(email: str, reason: str, config_file: Path | None) -> None:
 @output_option("out_dir", folder=True, help="Folder for --dry-run (default: build/<issue>/eml/).")
 @click.option("--retry-failed", is_flag=True, help="Try again the messages that failed temporarily.")
 @click.option("--include-permanent", is_flag=True, help="With --retry-failed: also those refused permanently (5xx).")
+@click.option(
+    "--retry-uncertain",
+    is_flag=True,
+    help="Send again the messages that got no reply after the end of data (they may arrive twice).",
+)
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @config_option
 @reports_errors
@@ -285,6 +292,7 @@ def send(
     out_dir: Path | None,
     retry_failed: bool,
     include_permanent: bool,
+    retry_uncertain: bool,
     yes: bool,
     config_file: Path | None,
 ) -> None:
@@ -295,7 +303,7 @@ def send(
 
     settings = load_settings(config_file)
     if issue_file is None:
-        issue_file = scan_issues(settings.issues_dir).newest().path
+        issue_file = scan_issues(settings.issues_dir, max_bytes=settings.max_issue_bytes).newest().path
         click.echo(f"issue: {issue_file}")
         if not yes and not test_address and not dry_run:
             if not sys.stdin.isatty():
@@ -312,22 +320,47 @@ def send(
         count = sending.run(sending.dry_run(engine, settings, issue_file, list_name, folder))
         click.echo(f"dry run: wrote {count} messages to {folder}/; nothing was sent")
         return
-    summary = sending.run(_send_with_progress(engine, settings, issue_file, list_name, retry_failed, include_permanent))
+    from mailer.delivery.smtp import SMTPSetupError
+
+    retries = {"retry_failed": retry_failed, "include_permanent": include_permanent, "retry_uncertain": retry_uncertain}
+    try:
+        summary = sending.run(_send_with_progress(engine, settings, issue_file, list_name, **retries))
+    except SMTPSetupError as error:  # the relay refused the session or cannot be reached: rows stay pending
+        click.echo(str(error), err=True)
+        sys.exit(ExitStatus.DELIVERY_FAILED)
     click.echo(summary.line())
-    if summary.failed_temporary or summary.failed_permanent or summary.interrupted:
+    for line in summary.advice(issue_file):
+        click.echo(line, err=True)
+    if not summary.complete:
         sys.exit(ExitStatus.DELIVERY_FAILED)
 
 
 async def _send_with_progress(
-    engine: Engine, settings: Settings, issue_file: Path, list_name: str, retry_failed: bool, include_permanent: bool
+    engine: Engine,
+    settings: Settings,
+    issue_file: Path,
+    list_name: str,
+    *,
+    retry_failed: bool,
+    include_permanent: bool,
+    retry_uncertain: bool,
 ) -> SendSummary:
-    """A progress bar on a terminal, a line every 10 s otherwise; Ctrl-C finishes the messages in flight."""
+    """A progress bar on a terminal, a line every 10 s otherwise; Ctrl-C finishes the messages in flight.
+
+    Notices (the relay unreachable, waiting for another sender) take the progress line at once.
+    """
     import time
 
     from mailer.delivery.send import send_to_list
 
     stop = asyncio.Event()
     started = last = time.monotonic()
+
+    def notice(text: str) -> None:
+        if sys.stderr.isatty():
+            click.echo(f"\r{text:<60}", err=True, nl=False)
+        else:
+            click.echo(text, err=True)
 
     def progress(sent: int, failed: int, total: int) -> None:
         nonlocal last
@@ -349,7 +382,9 @@ async def _send_with_progress(
                 list_name,
                 retry_failed=retry_failed,
                 include_permanent=include_permanent,
+                retry_uncertain=retry_uncertain,
                 progress=progress,
+                notice=notice,
                 stop=stop,
             )
     finally:
@@ -417,8 +452,9 @@ def preview(files: tuple[Path, ...], port: int, host: str, no_open: bool, config
     if files:
         paths = list(files)
     else:
-        folder = load_settings(config_file).issues_dir
-        scan = scan_issues(folder)
+        settings = load_settings(config_file)
+        folder = settings.issues_dir
+        scan = scan_issues(folder, max_bytes=settings.max_issue_bytes)
         paths = [found.path for found in scan.issues] + scan.broken
         if not paths:
             raise MailerError(f"{folder}: no issue files to preview; name one: mailer preview issues/2016-02.yaml")

@@ -7,12 +7,13 @@ connection is migrated to the latest version when the database is opened.
 from __future__ import annotations
 
 import datetime as dt
+import sqlite3
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError
 
 from mailer.errors import MailerError
 from mailer.settings import mask_url_password
@@ -84,6 +85,7 @@ deliveries = sa.Table(
     sa.Column("reply", sa.Text, nullable=False, server_default=""),
     sa.Column("message_id", sa.String(200), nullable=False, server_default=""),
     sa.Column("claimed_by", sa.String(100), nullable=False, server_default=""),
+    sa.Column("claimed_until", sa.DateTime(timezone=True), nullable=True),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("sent_at", sa.DateTime(timezone=True), nullable=True),
     sa.UniqueConstraint("issue", "list_id", "subscriber_id", name="uq_deliveries_recipient"),
@@ -104,10 +106,6 @@ def now() -> dt.datetime:
 def update_each(conn: Connection, table: sa.Table, rows: list[dict[str, Any]], **values: Any) -> None:
     """One executemany UPDATE: each row dict carries `row_id` and the values its bind parameters name."""
     conn.execute(sa.update(table).where(table.c.id == sa.bindparam("row_id")).values(**values), rows)
-
-
-def _describe(url: sa.URL) -> str:
-    return url.render_as_string(hide_password=True)
 
 
 def head_revision() -> str:
@@ -137,24 +135,41 @@ def _migrate(engine: Engine) -> None:
         command.upgrade(config, "head")
 
 
+SUPPORTED_DRIVERS = {"sqlite": ("pysqlite",), "postgresql": ("psycopg",)}
+"""The database drivers mailer is tested with: SQLite as Python ships it, PostgreSQL through psycopg 3."""
+USE_INSTEAD = "use sqlite:///path.sqlite3 or postgresql+psycopg://user@host/db"
+
+
 def open_database(url: str) -> Engine:
     """Connect, creating the SQLite file and the tables on first use."""
+    shown = mask_url_password(url)
     try:
         parsed = sa.make_url(url)
     except ArgumentError:
-        raise MailerError(
-            f"database_url: cannot parse {mask_url_password(url)!r}; use sqlite:///path.sqlite3 or postgresql+psycopg://..."
-        ) from None
-    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        raise MailerError(f"database_url: cannot parse {shown!r}; {USE_INSTEAD}") from None
+    backend = parsed.get_backend_name()
+    if backend not in SUPPORTED_DRIVERS or parsed.get_driver_name() not in SUPPORTED_DRIVERS[backend]:
+        raise MailerError(f"database_url {shown}: {parsed.drivername} is not supported; {USE_INSTEAD}")
+    if backend == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        folder = Path(parsed.database).parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise MailerError(
+                f"database {shown}: cannot create the folder {error.filename or folder}: {error.strerror}; "
+                "point database_url at a folder you can write"
+            ) from None
     engine = sa.create_engine(parsed, future=True)
-    if parsed.get_backend_name() == "sqlite":
+    if backend == "sqlite":
         sa.event.listen(engine, "connect", _sqlite_pragmas)
     try:
         _migrate(engine)
-    except OperationalError as error:
+    except DBAPIError as error:
+        engine.dispose()
         reason = str(error.orig).strip().splitlines()[0] if error.orig else str(error)
-        raise MailerError(f"database {_describe(parsed)}: {reason}") from None
+        if backend == "sqlite" and isinstance(error.orig, sqlite3.DatabaseError):
+            reason += "; point database_url at a new file or one mailer created"
+        raise MailerError(f"database {shown}: {reason}") from None
     return engine
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import difflib
 import re
+import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +27,31 @@ from mailer.audience.database import (
 from mailer.errors import MailerError
 
 LIST_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,99}$")
+MAX_TEXT = 300
+"""The longest name, attribute name or attribute value: subscribers.name is VARCHAR(300) on PostgreSQL."""
+
+
+def _shown(text: str) -> str:
+    return repr(text if len(text) <= 40 else text[:40] + "...")
+
+
+def text_problem(what: str, text: str) -> str | None:
+    """Why `text` cannot be stored as a subscriber's `what`, the same on SQLite and PostgreSQL; None if it can."""
+    if len(text) > MAX_TEXT:
+        return f"{what} is longer than {MAX_TEXT} characters ({len(text)})"
+    for char in text:
+        if unicodedata.category(char) in ("Cc", "Cs"):
+            kind = "a control character" if unicodedata.category(char) == "Cc" else "not a character"
+            return f"{what} contains U+{ord(char):04X}, {kind}; remove it"
+    return None
+
+
+def subscriber_problem(name: str, attributes: dict[str, str]) -> str | None:
+    """The first reason the name or an attribute cannot be stored; None if all can."""
+    checks = [("name", name)]
+    for key, value in attributes.items():
+        checks += [("attribute name", key), (f"attribute {_shown(key)}", value)]
+    return next(filter(None, (text_problem(what, text) for what, text in checks)), None)
 
 
 @dataclass(frozen=True)
@@ -135,6 +161,9 @@ def add_subscriber(
         email, key = normalise_email(address)
     except InvalidAddress as error:
         raise MailerError(f"{address}: {error}") from None
+    problem = subscriber_problem(name, attributes or {})
+    if problem:
+        raise MailerError(f"{email}: {problem}")
     with engine.begin() as conn:
         lid = list_id_in(conn, list_name)
         reason = suppression_reason(conn, key)

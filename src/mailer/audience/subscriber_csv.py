@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,13 +15,28 @@ from sqlalchemy.engine import Connection, Engine
 
 from mailer.audience.addresses import InvalidAddress, normalise_email
 from mailer.audience.database import SUBSCRIBED, memberships, now, subscribers, suppressions, update_each
-from mailer.audience.lists import list_id_in, mailable_subscribers
+from mailer.audience.lists import list_id_in, mailable_subscribers, subscriber_problem, text_problem
 from mailer.errors import MailerError
 
 EMAIL_HEADERS = ("email", "e-mail", "email address", "e-mail address", "mail")
 NAME_HEADERS = ("name", "full name")
 CHUNK = 500
 SCAN_THRESHOLD = 5_000
+FORMULA = re.compile(r"'*[=+\-@\t\r]")
+"""A cell a spreadsheet could take for a formula (OWASP CSV injection), after any quotes added to defuse it."""
+
+
+def spreadsheet_safe(cell: str) -> str:
+    """Export: prefix a quote to a cell that starts like a formula, so spreadsheets show it as text.
+
+    A cell that is already quotes then such a character gets one more, so `from_spreadsheet` gives back every value.
+    """
+    return f"'{cell}" if FORMULA.match(cell) else cell
+
+
+def from_spreadsheet(cell: str) -> str:
+    """Import: drop the one quote `spreadsheet_safe` (or a person in a spreadsheet) put before a formula-like cell."""
+    return cell[1:] if cell.startswith("'") and FORMULA.match(cell) else cell
 
 
 @dataclass(frozen=True)
@@ -86,6 +102,7 @@ def read_rows(path: Path) -> tuple[list[Row], list[tuple[int, str]], list[tuple[
         raise MailerError(f"{path}:{reader.line_num}: not valid CSV ({error}); nothing was imported") from None
     if header is None:
         raise MailerError(f"{path}: the file is empty; it needs a header row with an email column")
+    header = [from_spreadsheet(cell) for cell in header]
     names = [cell.strip().lower() for cell in header]
     email_col = next((i for i, name in enumerate(names) if name in EMAIL_HEADERS), None)
     if email_col is None:
@@ -99,6 +116,10 @@ def read_rows(path: Path) -> tuple[list[Row], list[tuple[int, str]], list[tuple[
         for i in range(len(header))
         if i not in (email_col, name_col) and header[i].strip()
     ]
+    for _, label in attribute_cols:
+        problem = text_problem("column name", label)
+        if problem:
+            raise MailerError(f"{path}:{reader.line_num}: {problem}; nothing was imported")
 
     rows: list[Row] = []
     invalid: list[tuple[int, str]] = []
@@ -109,6 +130,7 @@ def read_rows(path: Path) -> tuple[list[Row], list[tuple[int, str]], list[tuple[
             line = reader.line_num
             if not any(cell.strip() for cell in cells):
                 continue
+            cells = [from_spreadsheet(cell) for cell in cells]
             cells += [""] * (len(header) - len(cells))
             address = cells[email_col].strip()
             if not address:
@@ -119,12 +141,16 @@ def read_rows(path: Path) -> tuple[list[Row], list[tuple[int, str]], list[tuple[
             except InvalidAddress as error:
                 invalid.append((line, f"{address}: {error}"))
                 continue
+            name = cells[name_col].strip() if name_col is not None else ""
+            attributes = {label: cells[i].strip() for i, label in attribute_cols if cells[i].strip()}
+            problem = subscriber_problem(name, attributes)
+            if problem:
+                invalid.append((line, f"{email}: {problem}"))
+                continue
             if key in first_line:
                 duplicates.append((line, f"{email} is a duplicate of line {first_line[key]}"))
                 continue
             first_line[key] = line
-            name = cells[name_col].strip() if name_col is not None else ""
-            attributes = {label: cells[i].strip() for i, label in attribute_cols if cells[i].strip()}
             rows.append(Row(line, email, key, name, attributes))
     except csv.Error as error:
         raise MailerError(f"{path}:{reader.line_num}: not valid CSV ({error}); nothing was imported") from None
@@ -236,12 +262,16 @@ def import_subscribers(engine: Engine, list_name: str, path: Path, *, dry_run: b
 
 
 def export_subscribers(engine: Engine, list_name: str, out: TextIO) -> int:
-    """Write who would be mailed as CSV (email, name, then every attribute); returns the row count."""
+    """Write who would be mailed as CSV (email, name, then every attribute); returns the row count.
+
+    Cells that start like a spreadsheet formula are defused with a leading quote; import removes it.
+    """
     attribute_names = sorted({name for member in mailable_subscribers(engine, list_name) for name in member.attributes})
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["email", "name", *attribute_names])
+    writer.writerow([spreadsheet_safe(cell) for cell in ["email", "name", *attribute_names]])
     count = 0
     for member in mailable_subscribers(engine, list_name):
-        writer.writerow([member.email, member.name, *(member.attributes.get(name, "") for name in attribute_names)])
+        cells = [member.email, member.name, *(member.attributes.get(name, "") for name in attribute_names)]
+        writer.writerow([spreadsheet_safe(str(cell)) for cell in cells])
         count += 1
     return count

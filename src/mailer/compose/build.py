@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mailer.compose.issues_folder import slug_of
-from mailer.compose.load import load_issue
+from mailer.compose.load import MAX_ISSUE_BYTES, load_issue
 from mailer.compose.model import Issue
 from mailer.compose.render import RenderedIssue, render_issue
 from mailer.errors import IssueFileError, MailerError, Problem
@@ -44,14 +44,14 @@ class WrittenFile:
         return f"{line}  (warning: {self.warning})" if self.warning else line
 
 
-def load_all(paths: list[Path]) -> list[tuple[Path, Issue]]:
+def load_all(paths: list[Path], *, max_bytes: int = MAX_ISSUE_BYTES) -> list[tuple[Path, Issue]]:
     """Validate every file before anything is rendered; all problems of all files are reported together."""
     loaded: list[tuple[Path, Issue]] = []
     problems: list[Problem] = []
     messages: list[str] = []
     for path in paths:
         try:
-            loaded.append((path, load_issue(path)))
+            loaded.append((path, load_issue(path, max_bytes=max_bytes)))
         except IssueFileError as error:
             problems.extend(error.problems)
         except MailerError as error:
@@ -101,7 +101,7 @@ def build(
         raise MailerError("-o/--output names the folder of one issue; render several issues without it")
     rendered = [
         (render_issue(issue, slug_of(path), settings), out_dir or build_root / slug_of(path))
-        for path, issue in load_all(paths)
+        for path, issue in load_all(paths, max_bytes=settings.max_issue_bytes)
     ]
     written: list[WrittenFile] = []
     contents: dict[Path, str] = {}

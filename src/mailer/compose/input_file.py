@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from mailer.errors import MailerError
 
 
-def read_input(path: Path, *, what: str, max_bytes: int | None = None) -> bytes:
-    """The file's bytes; `what` names the kind of file in messages ("an issue file", "a feed")."""
+def read_input(path: Path, *, what: str, max_bytes: int | None = None, setting: str | None = None) -> bytes:
+    """The file's bytes; `what` names the kind of file in messages ("an issue file", "a feed").
+
+    Reads at most `max_bytes` + 1 bytes; `setting` names the setting that raises the limit, if one does.
+    """
     try:
         with path.open("rb") as file:
+            size = os.fstat(file.fileno()).st_size
             data = file.read() if max_bytes is None else file.read(max_bytes + 1)
     except FileNotFoundError:
         raise MailerError(f"{path}: no such file") from None
@@ -19,5 +24,10 @@ def read_input(path: Path, *, what: str, max_bytes: int | None = None) -> bytes:
     except OSError as error:
         raise MailerError(f"{path}: cannot read: {error.strerror}") from None
     if max_bytes is not None and len(data) > max_bytes:
-        raise MailerError(f"{path}: larger than {max_bytes // 2**20} MB; that is not {what}")
+        if setting is None:
+            raise MailerError(f"{path}: larger than {max_bytes // 2**20} MB; that is not {what}")
+        raise MailerError(
+            f"{path}: {max(size, len(data)):,} bytes, more than {setting} ({max_bytes:,}); "
+            f"that is not {what}, or raise {setting} if it is"
+        )
     return data

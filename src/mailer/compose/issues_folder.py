@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from mailer.compose.load import load_issue
+from mailer.compose.load import MAX_ISSUE_BYTES, load_issue
 from mailer.compose.model import Issue
 from mailer.errors import MailerError
 
@@ -41,19 +41,21 @@ def file_stamp(path: Path) -> tuple[int, int] | None:
 
 
 @lru_cache(maxsize=256)
-def _load(path: Path, mtime_ns: int, size: int) -> Issue | tuple[str, ...]:
+def _load(path: Path, mtime_ns: int, size: int, max_bytes: int) -> Issue | tuple[str, ...]:
     try:
-        return load_issue(path)
+        return load_issue(path, max_bytes=max_bytes)
     except MailerError as error:
         return tuple(error.lines())
 
 
-def load_cached(path: Path, stamp: tuple[int, int] | None = None) -> Issue | tuple[str, ...]:
+def load_cached(
+    path: Path, stamp: tuple[int, int] | None = None, *, max_bytes: int = MAX_ISSUE_BYTES
+) -> Issue | tuple[str, ...]:
     """The issue in a file, or its problems as lines; each version (`file_stamp`) of a file is parsed once."""
     stamp = stamp or file_stamp(path)
     if stamp is None:
         return (f"{path}: cannot read",)
-    return _load(path, *stamp)
+    return _load(path, *stamp, max_bytes)
 
 
 @dataclass(frozen=True)
@@ -98,7 +100,7 @@ def issue_paths(folder: Path) -> list[Path]:
     return sorted(path for path in folder.glob("*.yaml") if not path.name.startswith("."))
 
 
-def scan_issues(folder: Path) -> IssuesScan:
+def scan_issues(folder: Path, *, max_bytes: int = MAX_ISSUE_BYTES) -> IssuesScan:
     """Sort the folder into valid issues (newest date first) and broken files; one broken file never hides others."""
     issues: list[IssueFile] = []
     broken: list[Path] = []
@@ -111,7 +113,7 @@ def scan_issues(folder: Path) -> IssuesScan:
                 f"and '-' only, not starting with '.' and not {', '.join(sorted(RESERVED_SLUGS))}"
             )
             continue
-        loaded = load_cached(path)
+        loaded = load_cached(path, max_bytes=max_bytes)
         if isinstance(loaded, tuple):
             broken.append(path)
             problems.extend(loaded)

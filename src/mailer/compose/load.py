@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 import types
 import typing
 from collections.abc import Iterator
@@ -14,8 +15,11 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.composer import Composer
 from ruamel.yaml.constructor import RoundTripConstructor
-from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.error import MarkedYAMLError, StreamMark, YAMLError
+from ruamel.yaml.events import AliasEvent
+from ruamel.yaml.reader import ReaderError
 
 from mailer.compose.input_file import read_input
 from mailer.compose.model import Issue
@@ -24,6 +28,11 @@ from mailer.errors import IssueFileError, Problem
 MAX_NODES = 20_000
 """Far more than any newsletter needs; stops alias bombs ("billion laughs") before they expand."""
 MAX_DEPTH = 32
+MAX_ISSUE_BYTES = 1_000_000
+"""The default of the max_issue_bytes setting: a newsletter is a few KB; a bigger file is refused unread."""
+
+NOT_IN_EMAIL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+"""Characters XML 1.0 forbids, exactly the ones MJML (mjml-python) refuses: checked here so check passing means render passes."""
 
 Loc = tuple[int | str, ...]
 
@@ -35,8 +44,29 @@ class _Constructor(RoundTripConstructor):
 _Constructor.add_constructor("tag:yaml.org,2002:timestamp", RoundTripConstructor.construct_yaml_str)
 
 
+class _TagRefused(Exception):
+    def __init__(self, mark: StreamMark, tag: str) -> None:
+        self.mark = mark
+        self.tag = tag
+
+
+class _Composer(Composer):
+    """Refuse explicit tags (!!python/object/apply:..., !custom, even !!str): an issue is plain data."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.parser.peek_event()
+        tag = getattr(event, "ctag", None)
+        if tag is not None and not isinstance(event, AliasEvent):
+            written = (
+                f"{tag.handle}{tag.suffix}" if tag.handle else (tag.suffix if tag.suffix == "!" else f"!<{tag.suffix}>")
+            )
+            raise _TagRefused(event.start_mark, written)
+        return super().compose_node(parent, index)
+
+
 def _yaml() -> YAML:
     yaml = YAML(typ="rt")
+    yaml.Composer = _Composer
     yaml.Constructor = _Constructor
     yaml.allow_duplicate_keys = False
     return yaml
@@ -49,12 +79,25 @@ class _Document:
     data: Any
     values: dict[Loc, tuple[int, int]] = field(default_factory=dict)
     keys: dict[Loc, tuple[int, int]] = field(default_factory=dict)
+    unusable: list[tuple[Loc, bool, str]] = field(default_factory=list)
+    """(loc, in the key?, character) for text holding a character email HTML cannot carry."""
 
 
 class _TooLarge(Exception):
     def __init__(self, loc: Loc, reason: str) -> None:
         self.loc = loc
         self.reason = reason
+
+
+def _written_in(node: CommentedMap, key: Any) -> CommentedMap:
+    """The mapping where `key` is written: `node` itself, or one merged into it with `<<: *anchor`."""
+    if key in node.lc.data:
+        return node
+    for item in node.merge:
+        merged = item[1] if isinstance(item, tuple) else item  # (index, map) in ruamel.yaml before 0.18.7
+        if key in merged:
+            return _written_in(merged, key)
+    return node
 
 
 def _plain(node: Any, loc: Loc, doc: _Document, budget: list[int]) -> Any:
@@ -68,8 +111,11 @@ def _plain(node: Any, loc: Loc, doc: _Document, budget: list[int]) -> Any:
         result: dict[Any, Any] = {}
         for key, value in node.items():
             child = (*loc, str(key))
-            key_line, key_col = node.lc.key(key)
-            value_line, value_col = node.lc.value(key)
+            source = _written_in(node, key)
+            key_line, key_col = source.lc.key(key)
+            value_line, value_col = source.lc.value(key)
+            if found := NOT_IN_EMAIL.search(str(key)):
+                doc.unusable.append((child, True, found.group()))
             doc.keys[child] = (key_line + 1, key_col + 1)
             doc.values[child] = (value_line + 1, value_col + 1)
             result[str(key)] = _plain(value, child, doc, budget)
@@ -82,6 +128,8 @@ def _plain(node: Any, loc: Loc, doc: _Document, budget: list[int]) -> Any:
             items.append(_plain(value, (*loc, index), doc, budget))
         return items
     if isinstance(node, str):
+        if found := NOT_IN_EMAIL.search(node):
+            doc.unusable.append((loc, False, found.group()))
         return str(node)
     if isinstance(node, bool):
         return bool(node)
@@ -95,6 +143,17 @@ def _plain(node: Any, loc: Loc, doc: _Document, budget: list[int]) -> Any:
 def _parse(text: str, path: str) -> _Document:
     try:
         tree = _yaml().load(text)
+    except _TagRefused as error:
+        line, col = error.mark.line + 1, error.mark.column + 1
+        message = f"YAML tags such as {error.tag} are not allowed; write the plain value (in quotes if it is text)"
+        raise IssueFileError([Problem(path, line, col, "", message)]) from None
+    except ReaderError as error:
+        before = text[: error.position]
+        line, col = before.count("\n") + 1, error.position - (before.rfind("\n") + 1) + 1
+        what = _character(chr(error.character)) if isinstance(error.character, int) else "this character"
+        raise IssueFileError(
+            [Problem(path, line, col, "", f"YAML: {what} is not allowed in a YAML file; remove it")]
+        ) from None
     except MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
@@ -131,6 +190,29 @@ def _parse(text: str, path: str) -> _Document:
         line, col = doc.values.get(error.loc, (1, 1))
         raise IssueFileError([Problem(path, line, col, format_loc(error.loc), error.reason)]) from None
     return doc
+
+
+def _character(char: str) -> str:
+    """'U+001B (a control character)': how messages name a character nobody can see."""
+    code = ord(char)
+    kind = (
+        "a lone surrogate"
+        if 0xD800 <= code <= 0xDFFF
+        else ("a noncharacter" if code >= 0xFFFE else "a control character")
+    )
+    return f"U+{code:04X} ({kind})"
+
+
+def _unusable(doc: _Document, path: str) -> list[Problem]:
+    return [
+        Problem(
+            path,
+            *_position(doc, loc, key=in_key),
+            format_loc(loc),
+            f"{_character(char)} cannot be sent in an email; remove it" + (" from the field name" if in_key else ""),
+        )
+        for loc, in_key, char in doc.unusable
+    ]
 
 
 def format_loc(loc: Loc) -> str:
@@ -204,15 +286,23 @@ def _problems(error: ValidationError, doc: _Document, path: str) -> list[Problem
 
 def parse_issue(text: str, path: str) -> Issue:
     doc = _parse(text, path)
+    problems = _unusable(doc, path)
     try:
-        return Issue.model_validate(doc.data)
+        issue = Issue.model_validate(doc.data)
     except ValidationError as error:
-        raise IssueFileError(_problems(error, doc, path)) from None
+        reported = {problem.field for problem in problems}
+        problems += [problem for problem in _problems(error, doc, path) if problem.field not in reported]
+    if problems:
+        raise IssueFileError(sorted(problems, key=lambda p: (p.line, p.column, p.field)))
+    return issue
 
 
-def load_issue(path: Path) -> Issue:
-    """Load and validate one issue file; every problem in it is reported at once."""
-    raw = read_input(path, what="an issue file")
+def load_issue(path: Path, *, max_bytes: int = MAX_ISSUE_BYTES) -> Issue:
+    """Load and validate one issue file; every problem in it is reported at once.
+
+    A file over `max_bytes` (the max_issue_bytes setting) is refused before it is parsed.
+    """
+    raw = read_input(path, what="an issue file", max_bytes=max_bytes, setting="max_issue_bytes")
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as error:

@@ -1,16 +1,26 @@
 """The delivery ledger: which recipient of which issue and list was sent, failed, or is still to go.
 
-A row moves pending -> sending (claimed by one sender) -> sent | failed. A sender that dies
-leaves rows in `sending`; the next run finds them abandoned (on SQLite, any it finds while it
-holds the send lock; on PostgreSQL, those whose claiming connection no longer exists), sends
-them again and marks them `uncertain`: they may have been accepted just before the crash.
+A row moves pending -> sending (claimed by one sender) -> sent | failed | uncertain, or to skipped
+when its recipient may no longer be mailed (checked when rows are added and again when each batch
+is claimed). `uncertain` means the whole message was written and no reply came: it may have been
+delivered, so it is held until `--retry-uncertain`.
+
+A claim is a lease: `claimed_until`, renewed by the sender's heartbeat. A sender that dies leaves
+rows in `sending`; once their lease lapses (on SQLite, at the start of the next run, which holds the
+send lock) they go out again flagged `uncertain = true`: they may have been accepted just before
+the crash. Leases need no session state, no advisory lock and no backend pid, so they work
+through PgBouncer in transaction mode.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import os
+import socket
 import threading
+import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,10 +33,20 @@ from sqlalchemy.engine import Engine
 
 from mailer.audience.database import SUBSCRIBED, deliveries, memberships, now, subscribers, suppressions, update_each
 from mailer.audience.lists import list_id
-from mailer.errors import MailerError
+from mailer.errors import ExitStatus, MailerError
 
 T = TypeVar("T")
 PENDING, SENDING, SENT, FAILED, SKIPPED = "pending", "sending", "sent", "failed", "skipped"
+UNCERTAIN = "uncertain"
+SQLITE_SYNCHRONOUS = "FULL"
+"""The ledger connection's PRAGMA synchronous on SQLite: FULL syncs the WAL at every commit, so a claim survives a power cut."""
+RECONNECT_DELAYS = (0.2, 1.0, 3.0)
+
+
+class LedgerError(MailerError):
+    """The ledger's database went away and did not come back: the send stops, what was recorded stays."""
+
+    exit_status = ExitStatus.DELIVERY_FAILED
 
 
 @dataclass(frozen=True)
@@ -36,6 +56,15 @@ class Claimed:
     email: str
     name: str
     attempts: int
+    uncertain: bool = False
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One claim: the rows to send, and how many claimed rows turned out no longer mailable."""
+
+    rows: list[Claimed]
+    skipped: int = 0
 
 
 @dataclass(frozen=True)
@@ -46,6 +75,7 @@ class Outcome:
     attempts: int
     permanent: bool = False
     message_id: str = ""
+    uncertain: bool = False
 
 
 @dataclass
@@ -54,22 +84,26 @@ class StatusReport:
     list_name: str
     counts: dict[str, int] = field(default_factory=dict)
     failures: list[tuple[str, str, bool]] = field(default_factory=list)
+    held: list[tuple[str, str]] = field(default_factory=list)
     uncertain: list[str] = field(default_factory=list)
 
     def lines(self) -> list[str]:
         c = self.counts
+        held = f"{c[UNCERTAIN]} uncertain, " if c.get(UNCERTAIN) else ""
         head = (
             f"{self.issue} to '{self.list_name}': {c.get(SENT, 0)} sent, {c.get(PENDING, 0) + c.get(SENDING, 0)} pending, "
-            f"{c.get(FAILED, 0)} failed, {c.get(SKIPPED, 0)} skipped"
+            f"{c.get(FAILED, 0)} failed, {held}{c.get(SKIPPED, 0)} skipped"
         )
         rows = [
             f"  failed ({'permanent' if permanent else 'temporary'}): {email}: {reply}"
             for email, reply, permanent in self.failures
         ]
         rows += [
-            f"  uncertain: {email} (in flight when a send stopped; may have been delivered twice)"
-            for email in self.uncertain
+            f"  uncertain (not resent): {email}: {reply} (no reply after the end of data; may have been delivered; "
+            "--retry-uncertain sends it again)"
+            for email, reply in self.held
         ]
+        rows += [f"  uncertain: {email} (resent; may have been delivered twice)" for email in self.uncertain]
         return [head, *rows]
 
 
@@ -87,12 +121,25 @@ def _suppressed_or_gone(list_id_value: int) -> sa.ColumnElement[bool]:
 
 
 def _serialised(method: Callable[..., T]) -> Callable[..., T]:
-    """The ledger's one connection is used from worker threads; one operation at a time."""
+    """The ledger's one connection is used from worker threads, one operation at a time.
+
+    A connection the database dropped (a restart, pg_terminate_backend, a proxy) is replaced and the
+    operation run again: every operation is one transaction and safe to repeat. When the database
+    stays away, LedgerError: one line, not a driver traceback.
+    """
 
     @functools.wraps(method)
     def wrapper(self: Ledger, *args: Any, **kwargs: Any) -> T:
         with self._guard:
-            return method(self, *args, **kwargs)
+            for delay in (*RECONNECT_DELAYS, None):
+                try:
+                    return method(self, *args, **kwargs)
+                except (sa.exc.OperationalError, sa.exc.InterfaceError) as error:
+                    if delay is None:
+                        raise self._gone(error) from None
+                    time.sleep(delay)
+                    self._reconnect()
+            raise AssertionError("unreachable")
 
     return wrapper
 
@@ -100,23 +147,56 @@ def _serialised(method: Callable[..., T]) -> Callable[..., T]:
 class Ledger:
     """One sender's view of the ledger for one issue and list; holds its connection for the whole send."""
 
-    def __init__(self, engine: Engine, issue: str, list_name: str) -> None:
+    def __init__(self, engine: Engine, issue: str, list_name: str, *, lease_seconds: float = 60.0) -> None:
         self.engine = engine
         self.issue = issue
         self.list_name = list_name
+        self.lease = dt.timedelta(seconds=lease_seconds)
         self.list_id = list_id(engine, list_name)
         self.postgres = engine.dialect.name == "postgresql"
+        self.claimant = f"{socket.gethostname()[:60]}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
         self._guard = threading.Lock()
         self._lock: FileLock | None = None
         if not self.postgres:
             self._lock = self._take_lock()
-        self.conn = engine.connect()
-        if self.postgres:
-            pid = self.conn.execute(sa.text("SELECT pg_backend_pid()")).scalar_one()
-            self.claimant = f"pg:{pid}"
-        else:
-            self.claimant = f"pid:{os.getpid()}"
-        self.conn.commit()
+        try:
+            self.conn = self._connect()
+        except LedgerError:
+            if self._lock is not None:
+                self._lock.release()
+            raise
+
+    def _connect(self) -> sa.Connection:
+        try:
+            conn = self.engine.connect()
+            if not self.postgres:
+                conn.exec_driver_sql(f"PRAGMA synchronous = {SQLITE_SYNCHRONOUS}")
+            conn.commit()
+        except (sa.exc.OperationalError, sa.exc.InterfaceError) as error:
+            raise self._gone(error) from None
+        return conn
+
+    def _reconnect(self) -> None:
+        try:
+            self.conn.invalidate()
+            self.conn.close()
+        except sa.exc.SQLAlchemyError:
+            pass
+        try:
+            self.conn = self.engine.connect()
+        except (sa.exc.OperationalError, sa.exc.InterfaceError):
+            return  # the next attempt fails again, and the last one reports it
+        if not self.postgres:
+            self.conn.exec_driver_sql(f"PRAGMA synchronous = {SQLITE_SYNCHRONOUS}")
+            self.conn.commit()
+
+    def _gone(self, error: sa.exc.DBAPIError) -> LedgerError:
+        reason = (str(error.orig).strip().splitlines() or [type(error.orig).__name__])[0] if error.orig else str(error)
+        where = self.engine.url.render_as_string(hide_password=True)
+        return LedgerError(
+            f"database {where}: {reason}; the ledger keeps every outcome recorded so far: "
+            "run the same command again to send the rest"
+        )
 
     def _take_lock(self) -> FileLock:
         """One sender per issue and list on SQLite: an OS file lock, released even if the process is killed."""
@@ -134,6 +214,37 @@ class Ledger:
 
     def _where(self, *conditions: Any) -> Any:
         return sa.and_(deliveries.c.issue == self.issue, deliveries.c.list_id == self.list_id, *conditions)
+
+    def _now(self) -> Any:
+        """The database's clock on PostgreSQL (senders on several machines agree on it), this machine's on SQLite."""
+        if self.postgres:
+            return sa.func.statement_timestamp()
+        return sa.literal(now(), sa.DateTime(timezone=True))
+
+    def _lease_end(self) -> Any:
+        if self.postgres:
+            return sa.func.statement_timestamp() + sa.literal(self.lease, sa.Interval)
+        return sa.literal(now() + self.lease, sa.DateTime(timezone=True))
+
+    def _abandoned(self) -> Any:
+        """Rows in `sending` nobody looks after: lease lapsed (PostgreSQL); on SQLite, all, since this sender holds the lock."""
+        if self.postgres:
+            return sa.and_(
+                deliveries.c.status == SENDING,
+                sa.or_(deliveries.c.claimed_until.is_(None), deliveries.c.claimed_until < self._now()),
+            )
+        return deliveries.c.status == SENDING
+
+    @_serialised
+    def recover(self) -> int:
+        """Abandoned rows back to pending, flagged uncertain; run before prepare() so its suppression check covers them."""
+        count = self.conn.execute(
+            sa.update(deliveries)
+            .where(self._where(self._abandoned()))
+            .values(status=PENDING, uncertain=True, claimed_by="", claimed_until=None)
+        ).rowcount
+        self.conn.commit()
+        return int(count)
 
     @_serialised
     def prepare(self) -> tuple[int, int]:
@@ -174,27 +285,23 @@ class Ledger:
         return added, skipped
 
     @_serialised
-    def recover(self) -> int:
-        """Rows a dead sender left in `sending`: back to pending, marked uncertain."""
-        condition = deliveries.c.status == SENDING
-        if self.postgres:
-            alive = sa.select(sa.literal("pg:") + sa.cast(sa.column("pid"), sa.String)).select_from(
-                sa.table("pg_stat_activity")
-            )
-            condition = sa.and_(condition, deliveries.c.claimed_by.not_in(alive))
-        count = self.conn.execute(
-            sa.update(deliveries).where(self._where(condition)).values(status=PENDING, uncertain=True, claimed_by="")
-        ).rowcount
-        self.conn.commit()
-        return int(count)
-
-    @_serialised
     def reset_failed(self, *, include_permanent: bool = False) -> int:
         condition = deliveries.c.status == FAILED
         if not include_permanent:
             condition = sa.and_(condition, deliveries.c.permanent == sa.false())
         count = self.conn.execute(
             sa.update(deliveries).where(self._where(condition)).values(status=PENDING, permanent=False)
+        ).rowcount
+        self.conn.commit()
+        return int(count)
+
+    @_serialised
+    def reset_uncertain(self) -> int:
+        """Held uncertain rows back to pending, on purpose (--retry-uncertain): flagged, they may arrive twice."""
+        count = self.conn.execute(
+            sa.update(deliveries)
+            .where(self._where(deliveries.c.status == UNCERTAIN))
+            .values(status=PENDING, uncertain=True)
         ).rowcount
         self.conn.commit()
         return int(count)
@@ -208,53 +315,118 @@ class Ledger:
         return int(count)
 
     @_serialised
-    def claim(self, size: int) -> list[Claimed]:
-        """Take up to `size` pending rows for this sender; concurrent PostgreSQL senders skip each other's."""
-        ids = (
-            sa.select(deliveries.c.id)
-            .where(self._where(deliveries.c.status == PENDING))
-            .order_by(deliveries.c.id)
-            .limit(size)
-            .with_for_update(skip_locked=True)
-            .scalar_subquery()
-        )
-        claimed = self.conn.execute(
-            sa.update(deliveries)
-            .where(deliveries.c.id.in_(ids))
-            .values(status=SENDING, claimed_by=self.claimant, updated_at=now())
-            .returning(deliveries.c.id, deliveries.c.subscriber_id, deliveries.c.email, deliveries.c.attempts)
-        ).all()
-        names: dict[int, str] = {}
-        if claimed:
+    def claim(self, size: int) -> Batch:
+        """Take up to `size` rows for this sender: pending ones, and (PostgreSQL) those whose lease lapsed.
+
+        Concurrent PostgreSQL senders skip each other's rows. Rows whose recipient unsubscribed, was
+        suppressed or left the list since the send began become skipped here, at claim time.
+        """
+        skipped = 0
+        while True:
+            claimable = (
+                sa.or_(deliveries.c.status == PENDING, self._abandoned())
+                if self.postgres
+                else (deliveries.c.status == PENDING)
+            )
+            ids = (
+                sa.select(deliveries.c.id)
+                .where(self._where(claimable))
+                .order_by(deliveries.c.id)
+                .limit(size)
+                .with_for_update(skip_locked=True)
+                .scalar_subquery()
+            )
+            claimed = self.conn.execute(
+                sa.update(deliveries)
+                .where(deliveries.c.id.in_(ids))
+                .values(
+                    status=SENDING,
+                    claimed_by=self.claimant,
+                    claimed_until=self._lease_end(),
+                    uncertain=sa.or_(deliveries.c.uncertain, deliveries.c.status == SENDING),
+                    updated_at=now(),
+                )
+                .returning(
+                    deliveries.c.id,
+                    deliveries.c.subscriber_id,
+                    deliveries.c.email,
+                    deliveries.c.attempts,
+                    deliveries.c.uncertain,
+                )
+            ).all()
+            if not claimed:
+                self.conn.commit()
+                return Batch([], skipped)
+            gone = set(
+                self.conn.execute(
+                    sa.update(deliveries)
+                    .where(deliveries.c.id.in_([row.id for row in claimed]), _suppressed_or_gone(self.list_id))
+                    .values(status=SKIPPED, reply="unsubscribed or suppressed", claimed_until=None, updated_at=now())
+                    .returning(deliveries.c.id)
+                ).scalars()
+            )
+            skipped += len(gone)
+            claimed = [row for row in claimed if row.id not in gone]
+            if not claimed:
+                self.conn.commit()
+                continue
             query = sa.select(subscribers.c.id, subscribers.c.name).where(
                 subscribers.c.id.in_([row.subscriber_id for row in claimed])
             )
             names = {row.id: row.name for row in self.conn.execute(query)}
+            self.conn.commit()
+            rows = [
+                Claimed(
+                    row.id,
+                    row.subscriber_id,
+                    row.email,
+                    names.get(row.subscriber_id, ""),
+                    attempts=row.attempts,
+                    uncertain=bool(row.uncertain),
+                )
+                for row in sorted(claimed, key=lambda r: r.id)
+            ]
+            return Batch(rows, skipped)
+
+    @_serialised
+    def renew(self) -> int:
+        """The heartbeat: extend the lease on every row this sender still holds."""
+        count = self.conn.execute(
+            sa.update(deliveries)
+            .where(self._where(deliveries.c.status == SENDING, deliveries.c.claimed_by == self.claimant))
+            .values(claimed_until=self._lease_end())
+        ).rowcount
         self.conn.commit()
-        return [
-            Claimed(row.id, row.subscriber_id, row.email, names.get(row.subscriber_id, ""), attempts=row.attempts)
-            for row in sorted(claimed, key=lambda r: r.id)
-        ]
+        return int(count)
+
+    @_serialised
+    def claimed_elsewhere(self) -> int:
+        """Rows other live senders hold (PostgreSQL): this one waits for them, or for their lease to lapse."""
+        count = self.conn.execute(
+            sa.select(sa.func.count()).where(
+                self._where(deliveries.c.status == SENDING, deliveries.c.claimed_by != self.claimant)
+            )
+        ).scalar_one()
+        self.conn.commit()
+        return int(count)
 
     @_serialised
     def record(self, outcomes: list[Outcome]) -> None:
         if not outcomes:
             return
         stamp = now()
-        sent = [
-            {"row_id": o.delivery_id, "reply_": o.reply, "attempts_": o.attempts, "mid": o.message_id, "stamp": stamp}
-            for o in outcomes
-            if o.sent
-        ]
-        failed = [
-            {"row_id": o.delivery_id, "reply_": o.reply, "attempts_": o.attempts, "perm": o.permanent, "stamp": stamp}
-            for o in outcomes
-            if not o.sent
-        ]
+
+        def values(o: Outcome) -> dict[str, Any]:
+            return {"row_id": o.delivery_id, "reply_": o.reply, "attempts_": o.attempts, "stamp": stamp}
+
+        sent = [{**values(o), "mid": o.message_id} for o in outcomes if o.sent]
+        held = [values(o) for o in outcomes if o.uncertain and not o.sent]
+        failed = [{**values(o), "perm": o.permanent} for o in outcomes if not o.sent and not o.uncertain]
         outcome: dict[str, Any] = {
             "reply": sa.bindparam("reply_"),
             "attempts": sa.bindparam("attempts_"),
             "updated_at": sa.bindparam("stamp"),
+            "claimed_until": None,
         }
         if sent:
             update_each(
@@ -266,6 +438,8 @@ class Ledger:
                 sent_at=sa.bindparam("stamp"),
                 **outcome,
             )
+        if held:
+            update_each(self.conn, deliveries, held, status=UNCERTAIN, **outcome)
         if failed:
             update_each(self.conn, deliveries, failed, status=FAILED, permanent=sa.bindparam("perm"), **outcome)
         self.conn.commit()
@@ -275,15 +449,35 @@ class Ledger:
         """Give claimed rows that were never attempted back (an interrupted send)."""
         if delivery_ids:
             self.conn.execute(
-                sa.update(deliveries).where(deliveries.c.id.in_(delivery_ids)).values(status=PENDING, claimed_by="")
+                sa.update(deliveries)
+                .where(deliveries.c.id.in_(delivery_ids))
+                .values(status=PENDING, claimed_by="", claimed_until=None)
             )
             self.conn.commit()
 
     @_serialised
+    def counts(self) -> dict[str, int]:
+        """Rows by status for this issue and list, and "permanent" failures: what the exit code is decided on."""
+        rows = self.conn.execute(
+            sa.select(deliveries.c.status, sa.func.count()).where(self._where()).group_by(deliveries.c.status)
+        ).all()
+        permanent = self.conn.execute(
+            sa.select(sa.func.count()).where(self._where(deliveries.c.status == FAILED, deliveries.c.permanent))
+        ).scalar_one()
+        self.conn.commit()
+        return {**{status: int(count) for status, count in rows}, "permanent": int(permanent)}
+
     def close(self) -> None:
-        self.conn.close()
-        if self._lock is not None:
-            self._lock.release()
+        with self._guard:
+            try:
+                if not self.postgres:
+                    self.conn.exec_driver_sql("PRAGMA synchronous = NORMAL")  # back to the pool's default
+                self.conn.close()
+            except sa.exc.SQLAlchemyError:
+                self.conn.invalidate()
+            finally:
+                if self._lock is not None:
+                    self._lock.release()
 
 
 def delivery_status(engine: Engine, issue: str, list_name: str) -> StatusReport:
@@ -303,10 +497,18 @@ def delivery_status(engine: Engine, issue: str, list_name: str) -> StatusReport:
                 .order_by(deliveries.c.email)
             )
         ]
+        report.held = [
+            (row.email, row.reply)
+            for row in conn.execute(
+                sa.select(deliveries.c.email, deliveries.c.reply)
+                .where(where, deliveries.c.status == UNCERTAIN)
+                .order_by(deliveries.c.email)
+            )
+        ]
         report.uncertain = list(
             conn.execute(
                 sa.select(deliveries.c.email)
-                .where(where, deliveries.c.uncertain == sa.true())
+                .where(where, deliveries.c.uncertain == sa.true(), deliveries.c.status != UNCERTAIN)
                 .order_by(deliveries.c.email)
             ).scalars()
         )

@@ -25,7 +25,7 @@ from mailer.compose.issues_folder import slug_of
 from mailer.compose.load import load_issue
 from mailer.compose.render import render_issue
 from mailer.delivery.dkim_signing import DkimSigner
-from mailer.delivery.ledger import Claimed, Ledger, Outcome
+from mailer.delivery.ledger import FAILED, PENDING, SENDING, UNCERTAIN, Batch, Claimed, Ledger, Outcome
 from mailer.delivery.message import MessageTemplate, Recipient, sender_domain
 from mailer.delivery.smtp import DeliveryError, FileTransport, SMTPConnection, SMTPSetupError, Transport
 from mailer.delivery.unsubscribe import make_token, unsubscribe_url
@@ -35,7 +35,11 @@ from mailer.settings import Settings
 FLUSH_SECONDS = 0.05
 T = TypeVar("T")
 Progress = Callable[[int, int, int], None]
-"""Called with (messages sent, messages failed, messages this run set out to send)."""
+"""Called with (messages sent, messages failed or held as uncertain, messages this run set out to send)."""
+Notice = Callable[[str], None]
+"""Called with a short line about the send's state, e.g. "relay unreachable, retrying in 4 s"."""
+UNREACHABLE_ROUNDS = 3
+"""Connection attempts (one per pause, whatever the pool size) before a relay never reached in this run is given up."""
 
 
 @dataclass
@@ -47,8 +51,16 @@ class SendSummary:
     failed_permanent: int = 0
     skipped: int = 0
     uncertain: int = 0
+    held: int = 0
     interrupted: bool = False
     seconds: float = 0.0
+    left: dict[str, int] = field(default_factory=dict)
+    """What the ledger holds for this issue and list after the run, other than sent or skipped rows."""
+
+    @property
+    def complete(self) -> bool:
+        """Everything in the ledger for this issue and list is delivered or deliberately skipped: exit code 0."""
+        return not self.interrupted and not any(self.left.values())
 
     def line(self) -> str:
         rate = self.sent / self.seconds if self.seconds else 0.0
@@ -58,11 +70,29 @@ class SendSummary:
             f"({self.failed_permanent} permanent), {self.skipped} skipped (unsubscribed or suppressed) "
             f"in {self.seconds:.1f} s ({rate:.0f}/s)"
         )
+        if self.held:
+            text += f"; {self.held} uncertain (no reply after the end of data; not resent)"
         if self.uncertain:
             text += f"; {self.uncertain} resent after an interrupted send (see mailer status)"
         if self.interrupted:
             text += "; interrupted: run the same command again to send the rest"
         return text
+
+    def advice(self, issue_file: Path | str) -> list[str]:
+        """One line per kind of row left undone, saying what to run; empty when the ledger is complete."""
+        command = f"mailer send {issue_file} --list {self.list_name}"
+        lines = []
+        if self.left.get(FAILED):
+            again = f"{command} --retry-failed" + (" --include-permanent" if self.left.get("permanent") else "")
+            lines.append(f"{self.left[FAILED]} failed (see mailer status); to try them again: {again}")
+        if self.left.get(UNCERTAIN):
+            lines.append(
+                f"{self.left[UNCERTAIN]} messages may have been delivered (no reply after the end of data) and were "
+                f"not sent again; to send them again on purpose: {command} --retry-uncertain"
+            )
+        if self.left.get(PENDING) and not self.interrupted:
+            lines.append(f"{self.left[PENDING]} not sent yet; run the same command again to send them")
+        return lines
 
 
 class RateLimiter:
@@ -110,7 +140,7 @@ def _sender(settings: Settings) -> str:
 
 def build_template(issue_path: Path, settings: Settings, *, list_name: str | None) -> tuple[str, MessageTemplate]:
     """Validate and render the issue and build its message template: all before any connection."""
-    issue = load_issue(issue_path)
+    issue = load_issue(issue_path, max_bytes=settings.max_issue_bytes)
     slug = slug_of(issue_path)
     rendered = render_issue(issue, slug, settings)
     domain = settings.archive_url.split("//", 1)[-1].split("/", 1)[0]
@@ -156,23 +186,50 @@ class _RelayContact:
 
     settings: Settings
     limiter: RateLimiter
+    notice: Notice | None = None
     pause_until: float = 0.0
     last_contact: float = field(default_factory=time.monotonic)
+    answered: bool = False
+    unreachable_rounds: int = 0
+
+    @property
+    def server(self) -> str:
+        return f"{self.settings.smtp_host}:{self.settings.smtp_port_effective}"
 
     def backoff(self, attempts: int) -> float:
         base = self.settings.retry_base_delay * 2 ** (attempts - 1)
         return float(min(300.0, base * (0.5 + random.random())))
 
     def lost(self, error: DeliveryError, tries: int) -> None:
-        """A dropped or refused connection: pause the whole pool, or give up after `give_up_after` without contact."""
-        if time.monotonic() - self.last_contact > self.settings.give_up_after:
+        """A dropped or refused connection: pause the whole pool, or give up.
+
+        A relay that has not answered once in this run is given up after UNREACHABLE_ROUNDS
+        attempts with short pauses (a wrong host or port should not take `give_up_after`);
+        one that has answered, after `give_up_after` seconds without contact.
+        """
+        moment = time.monotonic()
+        new_pause = moment >= self.pause_until
+        if not self.answered:
+            self.unreachable_rounds += new_pause
+            if self.unreachable_rounds >= UNREACHABLE_ROUNDS:
+                raise SMTPSetupError(
+                    f"cannot reach the SMTP relay {self.server} ({error.reply}) after {UNREACHABLE_ROUNDS} attempts; "
+                    "nothing was sent: check smtp_host and smtp_port, and that the relay is running"
+                ) from None
+            self.pause_until = max(self.pause_until, moment + min(2.0, self.backoff(self.unreachable_rounds)))
+            return
+        if moment - self.last_contact > self.settings.give_up_after:
             raise SMTPSetupError(
-                f"no contact with the SMTP server for {self.settings.give_up_after:.0f} s ({error.reply}); "
-                "the ledger keeps what is left: run the same command again later"
+                f"no contact with the SMTP server {self.server} for {self.settings.give_up_after:.0f} s ({error.reply}); "
+                "the ledger keeps what is left: run the same command again later (give_up_after sets the wait)"
             ) from None
-        self.pause_until = max(self.pause_until, time.monotonic() + self.backoff(min(tries, 6)))
+        wait = self.backoff(min(tries, 6))
+        if new_pause and self.notice and error.code is None:
+            self.notice(f"relay unreachable, retrying in {max(1, round(wait))} s")
+        self.pause_until = max(self.pause_until, moment + wait)
 
     def reached(self) -> None:
+        self.answered = True
         self.last_contact = time.monotonic()
 
 
@@ -191,12 +248,14 @@ class _Tally:
         summary = self.summary
         if outcome.sent:
             summary.sent += 1
+        elif outcome.uncertain:
+            summary.held += 1
         elif outcome.permanent:
             summary.failed_permanent += 1
         else:
             summary.failed_temporary += 1
         if self.progress:
-            self.progress(summary.sent, summary.failed_temporary + summary.failed_permanent, self.total)
+            self.progress(summary.sent, summary.failed_temporary + summary.failed_permanent + summary.held, self.total)
 
     def take_outcomes(self) -> list[Outcome]:
         batch, self.outcomes = self.outcomes, []
@@ -214,7 +273,22 @@ class _ListSend:
     relay: _RelayContact
     tally: _Tally
     stop: asyncio.Event
+    notice: Notice | None = None
     fatal: BaseException | None = None
+
+    def fail(self, error: BaseException) -> None:
+        """Stop the whole send: the first fatal error is the one reported."""
+        if self.fatal is None:
+            self.fatal = error
+        self.stop.set()
+
+    async def ledger_call(self, operation: Callable[..., T], *args: Any) -> T:
+        """A ledger operation on the database thread; a lost database stops the send (LedgerError)."""
+        try:
+            return await asyncio.to_thread(operation, *args)
+        except MailerError as error:
+            self.fail(error)
+            raise
 
     def recipient(self, claimed: Claimed) -> Recipient:
         return personal_recipient(
@@ -236,11 +310,21 @@ class _ListSend:
             await relay.limiter.acquire()
             attempts += 1
             tries += 1
+            contact_before = relay.last_contact
             try:
                 reply = await transport.send(self.template.sender_address, claimed.email, data)
             except DeliveryError as error:
+                if getattr(error, "uncertain", False):  # the whole message was written, no reply came: never resent
+                    return Outcome(claimed.delivery_id, False, error.reply, attempts, uncertain=True)
+                if error.code is not None:
+                    relay.reached()
                 if error.connection_lost:
                     relay.lost(error, tries)
+                    if error.code is None and relay.last_contact == contact_before:
+                        tries -= (
+                            1  # nobody got through since this message's last try: the relay's outage, not the message's
+                        )
+                        continue
                 if error.permanent or tries >= self.settings.max_attempts:
                     return Outcome(claimed.delivery_id, False, error.reply, attempts, permanent=error.permanent)
                 if not error.connection_lost:
@@ -265,8 +349,7 @@ async def _worker(run: _ListSend, queue: asyncio.Queue[Claimed | None], transpor
                 try:
                     outcome = await run.deliver(transport, claimed)
                 except SMTPSetupError as error:
-                    run.fatal = error
-                    run.stop.set()
+                    run.fail(error)
                     run.tally.released.append(claimed.delivery_id)
                     continue
                 if outcome is None:
@@ -284,24 +367,48 @@ async def _feed(run: _ListSend, queue: asyncio.Queue[Claimed | None], workers: i
 
     At most three pools' worth of rows (in flight, queued, and the batch being queued) are
     claimed but not yet recorded at any moment: that, plus what was accepted in the last
-    FLUSH_SECONDS, bounds the "uncertain" rows after a crash.
+    FLUSH_SECONDS, bounds the "uncertain" rows after a crash. When nothing is left to claim
+    but other senders (PostgreSQL) still hold rows, it waits: for their outcomes, or for their
+    lease to lapse, and then sends those rows itself.
     """
+    waiting = 0
     try:
         while not run.stop.is_set():
-            claimed = await asyncio.to_thread(run.ledger.claim, workers)
-            if not claimed:
-                break
-            for item in claimed:
+            batch: Batch = await run.ledger_call(run.ledger.claim, workers)
+            run.tally.summary.skipped += batch.skipped
+            if not batch.rows:
+                elsewhere = await run.ledger_call(run.ledger.claimed_elsewhere)
+                if not elsewhere:
+                    break
+                if elsewhere != waiting and run.notice:
+                    run.notice(f"waiting for {elsewhere} messages another sender has claimed")
+                waiting = elsewhere
+                await _sleep_unless(run.stop, min(1.0, run.settings.claim_lease_seconds / 10))
+                continue
+            for item in batch.rows:
+                run.tally.summary.uncertain += item.uncertain
                 await queue.put(item)
+    except MailerError as error:
+        run.fail(error)
     finally:
         for _ in range(workers):
             await queue.put(None)
 
 
 async def _flush(run: _ListSend, done: asyncio.Event) -> None:
-    while not done.is_set():
-        await _sleep_unless(done, FLUSH_SECONDS)
-        await asyncio.to_thread(run.ledger.record, run.tally.take_outcomes())
+    with contextlib.suppress(MailerError):
+        while not done.is_set():
+            await _sleep_unless(done, FLUSH_SECONDS)
+            await run.ledger_call(run.ledger.record, run.tally.take_outcomes())
+
+
+async def _heartbeat(run: _ListSend, done: asyncio.Event) -> None:
+    """Renew this sender's lease on its claimed rows every third of the lease."""
+    with contextlib.suppress(MailerError):
+        while not done.is_set():
+            await _sleep_unless(done, run.settings.claim_lease_seconds / 3)
+            if not done.is_set():
+                await run.ledger_call(run.ledger.renew)
 
 
 async def send_to_list(
@@ -312,45 +419,60 @@ async def send_to_list(
     *,
     retry_failed: bool = False,
     include_permanent: bool = False,
+    retry_uncertain: bool = False,
     progress: Progress | None = None,
+    notice: Notice | None = None,
     stop: asyncio.Event | None = None,
 ) -> SendSummary:
-    """Send what the ledger says is not yet sent; returns the summary, raises SMTPSetupError if the relay is unusable."""
+    """Send what the ledger says is not yet sent; returns the summary.
+
+    Raises SMTPSetupError when the relay refuses the session or cannot be reached (the rows not
+    attempted stay pending), LedgerError when the database goes away for good.
+    """
     slug, template = build_template(issue_path, settings, list_name=list_name)
     secret = _secret(settings)
     summary = SendSummary(slug, list_name)
     started = time.monotonic()
-    ledger = await asyncio.to_thread(Ledger, engine, slug, list_name)
+    ledger = await asyncio.to_thread(Ledger, engine, slug, list_name, lease_seconds=settings.claim_lease_seconds)
     try:
+        await asyncio.to_thread(ledger.recover)
         _, summary.skipped = await asyncio.to_thread(ledger.prepare)
-        summary.uncertain = await asyncio.to_thread(ledger.recover)
         if retry_failed:
             await asyncio.to_thread(ledger.reset_failed, include_permanent=include_permanent)
+        if retry_uncertain:
+            await asyncio.to_thread(ledger.reset_uncertain)
         run = _ListSend(
             settings=settings,
             template=template,
             ledger=ledger,
             secret=secret,
-            relay=_RelayContact(settings, RateLimiter(settings.rate_per_second, settings.rate_per_hour)),
+            relay=_RelayContact(settings, RateLimiter(settings.rate_per_second, settings.rate_per_hour), notice),
             tally=_Tally(summary, total=await asyncio.to_thread(ledger.pending), progress=progress),
             stop=stop or asyncio.Event(),
+            notice=notice,
         )
         workers = settings.smtp_pool_size
         queue: asyncio.Queue[Claimed | None] = asyncio.Queue(maxsize=workers)
         done = asyncio.Event()
-        flusher = asyncio.create_task(_flush(run, done))
+        background = [asyncio.create_task(_flush(run, done)), asyncio.create_task(_heartbeat(run, done))]
         try:
             await asyncio.gather(
                 _feed(run, queue, workers), *(_worker(run, queue, SMTPConnection(settings)) for _ in range(workers))
             )
         finally:
             done.set()
-            await flusher
+            await asyncio.gather(*background)
             await asyncio.to_thread(ledger.record, run.tally.take_outcomes())
             await asyncio.to_thread(ledger.release, run.tally.released)
         summary.interrupted = run.stop.is_set()
         if run.fatal is not None:
             raise run.fatal
+        counts = await asyncio.to_thread(ledger.counts)
+        summary.left = {
+            status: counts[status] for status in (PENDING, FAILED, UNCERTAIN, "permanent") if counts.get(status)
+        }
+        if counts.get(SENDING):
+            summary.left[PENDING] = summary.left.get(PENDING, 0) + counts[SENDING]
     finally:
         summary.seconds = time.monotonic() - started
         await asyncio.to_thread(ledger.close)

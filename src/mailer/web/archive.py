@@ -77,7 +77,7 @@ def _entry(path: Path, issue: Issue, settings: Settings) -> ArchiveEntry:
 def scan_archive(folder: Path, settings: Settings, *, today: dt.date | None = None) -> ArchiveScan:
     """Sort the issue files into published, drafts and problems; one broken file never hides the others."""
     today = today or dt.date.today()
-    scan = scan_issues(folder)
+    scan = scan_issues(folder, max_bytes=settings.max_issue_bytes)
     entries = [_entry(found.path, found.issue, settings) for found in scan.issues]
     return ArchiveScan(
         entries=[entry for entry in entries if entry.date <= today],
@@ -115,7 +115,7 @@ def _templates_stamp(settings: Settings) -> tuple[int, int]:
 @lru_cache(maxsize=32)
 def _render_web(path: Path, mtime_ns: int, size: int, same: _SettingsIdentity, templates: tuple[int, int]) -> str:
     """A render costs ~40 ms; a busy archive renders each version of an issue once."""
-    loaded = load_cached(path, (mtime_ns, size))
+    loaded = load_cached(path, (mtime_ns, size), max_bytes=same.settings.max_issue_bytes)
     if isinstance(loaded, tuple):
         raise MailerError("\n".join(loaded))
     return render_issue(loaded, slug_of(path), same.settings).web_html
@@ -129,7 +129,7 @@ def web_page(folder: Path, slug: str, settings: Settings, *, today: dt.date | No
     stamp = file_stamp(path)
     if stamp is None or not path.is_file():
         return None
-    loaded = load_cached(path, stamp)
+    loaded = load_cached(path, stamp, max_bytes=settings.max_issue_bytes)
     if isinstance(loaded, tuple) or loaded.date > (today or dt.date.today()):
         return None
     return _render_web(path, *stamp, _SettingsIdentity(settings), _templates_stamp(settings))

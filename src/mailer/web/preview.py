@@ -63,7 +63,7 @@ class Previewer:
                 preview.errors = settings_errors
                 continue
             try:
-                issue = load_issue(preview.path)
+                issue = load_issue(preview.path, max_bytes=self.settings.max_issue_bytes)
                 preview.rendered = render_issue(issue, slug, self.settings)
                 preview.issue = issue
                 preview.errors = []
