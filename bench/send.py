@@ -421,7 +421,7 @@ def run_database(
     from mailer.audience.database import open_database
     from mailer.audience.lists import create_list
     from mailer.audience.subscriber_csv import import_subscribers
-    from mailer.delivery.ledger import delivery_status
+    from mailer.delivery.delivery_status import delivery_status
 
     csv_path = folder / "people.csv"
     if not csv_path.exists():

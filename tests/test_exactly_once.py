@@ -23,7 +23,8 @@ from sqlalchemy.engine import Engine
 
 from mailer.audience.database import deliveries, open_database
 from mailer.audience.lists import add_subscriber, create_list, remove_subscriber, unsubscribe
-from mailer.delivery.ledger import Ledger, delivery_status
+from mailer.delivery.delivery_status import delivery_status
+from mailer.delivery.ledger import Ledger
 from mailer.delivery.send import send_to_list
 from mailer.settings import Settings, load_settings
 from tests.cli_helpers import run_cli, start_mailer

@@ -16,7 +16,7 @@ from sqlalchemy.engine import Engine
 
 from mailer.audience.database import deliveries, open_database
 from mailer.audience.lists import add_subscriber, create_list, unsubscribe
-from mailer.delivery.ledger import delivery_status
+from mailer.delivery.delivery_status import delivery_status
 from mailer.delivery.send import SendSummary, send_to_list
 from mailer.delivery.unsubscribe import read_token
 from mailer.errors import MailerError

@@ -423,7 +423,7 @@ def _stopped_by_signals(stop: asyncio.Event) -> Iterator[None]:
 def status(issue_file: Path, list_name: str | None, config_file: Path | None) -> None:
     """Show sent / pending / failed for an issue, with every failure and uncertain delivery."""
     from mailer.compose.issues_folder import slug_of
-    from mailer.delivery.ledger import delivery_status, issues_sent_to
+    from mailer.delivery.delivery_status import delivery_status, issues_sent_to
 
     engine = _database(config_file)
     names = [list_name] if list_name else issues_sent_to(engine, slug_of(issue_file))

@@ -22,7 +22,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -76,35 +76,6 @@ class Outcome:
     permanent: bool = False
     message_id: str = ""
     uncertain: bool = False
-
-
-@dataclass
-class StatusReport:
-    issue: str
-    list_name: str
-    counts: dict[str, int] = field(default_factory=dict)
-    failures: list[tuple[str, str, bool]] = field(default_factory=list)
-    held: list[tuple[str, str]] = field(default_factory=list)
-    uncertain: list[str] = field(default_factory=list)
-
-    def lines(self) -> list[str]:
-        c = self.counts
-        held = f"{c[UNCERTAIN]} uncertain, " if c.get(UNCERTAIN) else ""
-        head = (
-            f"{self.issue} to '{self.list_name}': {c.get(SENT, 0)} sent, {c.get(PENDING, 0) + c.get(SENDING, 0)} pending, "
-            f"{c.get(FAILED, 0)} failed, {held}{c.get(SKIPPED, 0)} skipped"
-        )
-        rows = [
-            f"  failed ({'permanent' if permanent else 'temporary'}): {email}: {reply}"
-            for email, reply, permanent in self.failures
-        ]
-        rows += [
-            f"  uncertain (not resent): {email}: {reply} (no reply after the end of data; may have been delivered; "
-            "--retry-uncertain sends it again)"
-            for email, reply in self.held
-        ]
-        rows += [f"  uncertain: {email} (resent; may have been delivered twice)" for email in self.uncertain]
-        return [head, *rows]
 
 
 def _suppressed_or_gone(list_id_value: int) -> sa.ColumnElement[bool]:
@@ -284,27 +255,24 @@ class Ledger:
         self.conn.commit()
         return added, skipped
 
-    @_serialised
-    def reset_failed(self, *, include_permanent: bool = False) -> int:
-        condition = deliveries.c.status == FAILED
-        if not include_permanent:
-            condition = sa.and_(condition, deliveries.c.permanent == sa.false())
+    def _back_to_pending(self, condition: Any, **values: Any) -> int:
         count = self.conn.execute(
-            sa.update(deliveries).where(self._where(condition)).values(status=PENDING, permanent=False)
+            sa.update(deliveries).where(self._where(condition)).values(status=PENDING, **values)
         ).rowcount
         self.conn.commit()
         return int(count)
 
     @_serialised
+    def reset_failed(self, *, include_permanent: bool = False) -> int:
+        condition = deliveries.c.status == FAILED
+        if not include_permanent:
+            condition = sa.and_(condition, deliveries.c.permanent == sa.false())
+        return self._back_to_pending(condition, permanent=False)
+
+    @_serialised
     def reset_uncertain(self) -> int:
         """Held uncertain rows back to pending, on purpose (--retry-uncertain): flagged, they may arrive twice."""
-        count = self.conn.execute(
-            sa.update(deliveries)
-            .where(self._where(deliveries.c.status == UNCERTAIN))
-            .values(status=PENDING, uncertain=True)
-        ).rowcount
-        self.conn.commit()
-        return int(count)
+        return self._back_to_pending(deliveries.c.status == UNCERTAIN, uncertain=True)
 
     @_serialised
     def pending(self) -> int:
@@ -478,52 +446,3 @@ class Ledger:
             finally:
                 if self._lock is not None:
                     self._lock.release()
-
-
-def delivery_status(engine: Engine, issue: str, list_name: str) -> StatusReport:
-    lid = list_id(engine, list_name)
-    report = StatusReport(issue, list_name)
-    where = sa.and_(deliveries.c.issue == issue, deliveries.c.list_id == lid)
-    with engine.connect() as conn:
-        for status, count in conn.execute(
-            sa.select(deliveries.c.status, sa.func.count()).where(where).group_by(deliveries.c.status)
-        ):
-            report.counts[status] = count
-        report.failures = [
-            (row.email, row.reply, bool(row.permanent))
-            for row in conn.execute(
-                sa.select(deliveries.c.email, deliveries.c.reply, deliveries.c.permanent)
-                .where(where, deliveries.c.status == FAILED)
-                .order_by(deliveries.c.email)
-            )
-        ]
-        report.held = [
-            (row.email, row.reply)
-            for row in conn.execute(
-                sa.select(deliveries.c.email, deliveries.c.reply)
-                .where(where, deliveries.c.status == UNCERTAIN)
-                .order_by(deliveries.c.email)
-            )
-        ]
-        report.uncertain = list(
-            conn.execute(
-                sa.select(deliveries.c.email)
-                .where(where, deliveries.c.uncertain == sa.true(), deliveries.c.status != UNCERTAIN)
-                .order_by(deliveries.c.email)
-            ).scalars()
-        )
-    return report
-
-
-def issues_sent_to(engine: Engine, issue: str) -> list[str]:
-    """The lists an issue has ledger rows for, for `mailer status` without --list."""
-    from mailer.audience.database import lists
-
-    with engine.connect() as conn:
-        return list(
-            conn.execute(
-                sa.select(lists.c.name)
-                .where(sa.exists().where(deliveries.c.list_id == lists.c.id, deliveries.c.issue == issue))
-                .order_by(lists.c.name)
-            ).scalars()
-        )

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 import time
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
@@ -27,6 +26,7 @@ from mailer.compose.render import render_issue
 from mailer.delivery.dkim_signing import DkimSigner
 from mailer.delivery.ledger import FAILED, PENDING, SENDING, UNCERTAIN, Batch, Claimed, Ledger, Outcome
 from mailer.delivery.message import MessageTemplate, Recipient, sender_domain
+from mailer.delivery.pacing import Notice, RateLimiter, RelayContact
 from mailer.delivery.smtp import DeliveryError, FileTransport, SMTPConnection, SMTPSetupError, Transport
 from mailer.delivery.unsubscribe import make_token, unsubscribe_url
 from mailer.errors import ConfigError, MailerError
@@ -36,10 +36,6 @@ FLUSH_SECONDS = 0.05
 T = TypeVar("T")
 Progress = Callable[[int, int, int], None]
 """Called with (messages sent, messages failed or held as uncertain, messages this run set out to send)."""
-Notice = Callable[[str], None]
-"""Called with a short line about the send's state, e.g. "relay unreachable, retrying in 4 s"."""
-UNREACHABLE_ROUNDS = 3
-"""Connection attempts (one per pause, whatever the pool size) before a relay never reached in this run is given up."""
 
 
 @dataclass
@@ -95,41 +91,6 @@ class SendSummary:
         return lines
 
 
-class RateLimiter:
-    """Token buckets shared by the whole pool: per second and per hour (0 = no limit)."""
-
-    def __init__(self, per_second: float, per_hour: int) -> None:
-        self._buckets = [
-            (rate, capacity)
-            for rate, capacity in ((per_second, max(1.0, per_second)), (per_hour / 3600, per_hour))
-            if rate > 0
-        ]
-        self._tokens = [capacity for _, capacity in self._buckets]
-        self._stamp = time.monotonic()
-        self._lock = asyncio.Lock()
-
-    async def acquire(self) -> None:
-        if not self._buckets:
-            return
-        async with self._lock:
-            while True:
-                now = time.monotonic()
-                elapsed, self._stamp = now - self._stamp, now
-                self._tokens = [
-                    min(capacity, tokens + rate * elapsed)
-                    for (rate, capacity), tokens in zip(self._buckets, self._tokens, strict=True)
-                ]
-                if all(tokens >= 1 for tokens in self._tokens):
-                    self._tokens = [tokens - 1 for tokens in self._tokens]
-                    return
-                wait = max(
-                    (1 - tokens) / rate
-                    for (rate, _), tokens in zip(self._buckets, self._tokens, strict=True)
-                    if tokens < 1
-                )
-                await asyncio.sleep(wait)
-
-
 def _sender(settings: Settings) -> str:
     if not settings.sender:
         raise ConfigError(
@@ -181,59 +142,6 @@ def _secret(settings: Settings) -> str:
 
 
 @dataclass
-class _RelayContact:
-    """When the pool may next talk to the relay, and when it last did: shared by every worker."""
-
-    settings: Settings
-    limiter: RateLimiter
-    notice: Notice | None = None
-    pause_until: float = 0.0
-    last_contact: float = field(default_factory=time.monotonic)
-    answered: bool = False
-    unreachable_rounds: int = 0
-
-    @property
-    def server(self) -> str:
-        return f"{self.settings.smtp_host}:{self.settings.smtp_port_effective}"
-
-    def backoff(self, attempts: int) -> float:
-        base = self.settings.retry_base_delay * 2 ** (attempts - 1)
-        return float(min(300.0, base * (0.5 + random.random())))
-
-    def lost(self, error: DeliveryError, tries: int) -> None:
-        """A dropped or refused connection: pause the whole pool, or give up.
-
-        A relay that has not answered once in this run is given up after UNREACHABLE_ROUNDS
-        attempts with short pauses (a wrong host or port should not take `give_up_after`);
-        one that has answered, after `give_up_after` seconds without contact.
-        """
-        moment = time.monotonic()
-        new_pause = moment >= self.pause_until
-        if not self.answered:
-            self.unreachable_rounds += new_pause
-            if self.unreachable_rounds >= UNREACHABLE_ROUNDS:
-                raise SMTPSetupError(
-                    f"cannot reach the SMTP relay {self.server} ({error.reply}) after {UNREACHABLE_ROUNDS} attempts; "
-                    "nothing was sent: check smtp_host and smtp_port, and that the relay is running"
-                ) from None
-            self.pause_until = max(self.pause_until, moment + min(2.0, self.backoff(self.unreachable_rounds)))
-            return
-        if moment - self.last_contact > self.settings.give_up_after:
-            raise SMTPSetupError(
-                f"no contact with the SMTP server {self.server} for {self.settings.give_up_after:.0f} s ({error.reply}); "
-                "the ledger keeps what is left: run the same command again later (give_up_after sets the wait)"
-            ) from None
-        wait = self.backoff(min(tries, 6))
-        if new_pause and self.notice and error.code is None:
-            self.notice(f"relay unreachable, retrying in {max(1, round(wait))} s")
-        self.pause_until = max(self.pause_until, moment + wait)
-
-    def reached(self) -> None:
-        self.answered = True
-        self.last_contact = time.monotonic()
-
-
-@dataclass
 class _Tally:
     """What this run has done so far: the summary, the outcomes not yet written, the rows to give back."""
 
@@ -270,7 +178,7 @@ class _ListSend:
     template: MessageTemplate
     ledger: Ledger
     secret: str
-    relay: _RelayContact
+    relay: RelayContact
     tally: _Tally
     stop: asyncio.Event
     notice: Notice | None = None
@@ -446,7 +354,7 @@ async def send_to_list(
             template=template,
             ledger=ledger,
             secret=secret,
-            relay=_RelayContact(settings, RateLimiter(settings.rate_per_second, settings.rate_per_hour), notice),
+            relay=RelayContact(settings, RateLimiter(settings.rate_per_second, settings.rate_per_hour), notice),
             tally=_Tally(summary, total=await asyncio.to_thread(ledger.pending), progress=progress),
             stop=stop or asyncio.Event(),
             notice=notice,
