@@ -258,7 +258,7 @@ def test_a_relay_that_goes_away_mid_send_shows_retrying_and_the_send_goes_on(
     assert re.search(r"relay unreachable, retrying in \d+ s", result.stderr), result.stderr
     delivered = relay.recorder.delivered()
     held = {email for email, status in statuses(staff).items() if status == "uncertain"}
-    assert set(delivered) == set(recipients)
+    assert set(delivered) | held == set(recipients), "every recipient delivered, or held as uncertain"
     assert {email for email, status in statuses(staff).items() if status != "sent"} == held
     assert result.exit_code == (3 if held else 0)
 

@@ -116,11 +116,16 @@ def config(config_file: Path | None) -> None:
 
 
 def _database(config_file: Path | None) -> Engine:
-    """The configured database, closed when the command ends (in a long-lived process too)."""
-    from mailer.audience.database import open_database
     from mailer.settings import load_settings
 
-    engine = open_database(load_settings(config_file).database_url)
+    return _open_database(load_settings(config_file))
+
+
+def _open_database(settings: Settings) -> Engine:
+    """The configured database, closed when the command ends (in a long-lived process too)."""
+    from mailer.audience.database import open_database
+
+    engine = open_database(settings.database_url)
     click.get_current_context().call_on_close(engine.dispose)
     return engine
 
@@ -191,8 +196,12 @@ def subscribers() -> None:
 def subscribers_import(list_name: str, csv_file: Path, dry_run: bool, config_file: Path | None) -> None:
     """Import subscribers from CSV (a header with an email column; name and any attribute columns)."""
     from mailer.audience.subscriber_csv import import_subscribers
+    from mailer.settings import load_settings
 
-    report = import_subscribers(_database(config_file), list_name, csv_file, dry_run=dry_run)
+    settings = load_settings(config_file)
+    report = import_subscribers(
+        _open_database(settings), list_name, csv_file, dry_run=dry_run, special_use_domains=settings.special_use_domains
+    )
     head, *rest = report.lines()
     click.echo(head)
     for line in rest:
@@ -225,6 +234,7 @@ def subscribers_add(list_name: str, email: str, name: str, attrs: tuple[str, ...
     """Subscribe one address to a list."""
     from mailer.audience.lists import add_subscriber
     from mailer.audience.subscriber_csv import attribute_name
+    from mailer.settings import load_settings
 
     attributes: dict[str, str] = {}
     for attr in attrs:
@@ -232,7 +242,15 @@ def subscribers_add(list_name: str, email: str, name: str, attrs: tuple[str, ...
         if not sep or not key.strip():
             raise click.BadParameter(f"'{attr}' is not KEY=VALUE", param_hint="--attr")
         attributes[attribute_name(key)] = value.strip()
-    outcome = add_subscriber(_database(config_file), list_name, email, name=name, attributes=attributes)
+    settings = load_settings(config_file)
+    outcome = add_subscriber(
+        _open_database(settings),
+        list_name,
+        email,
+        name=name,
+        attributes=attributes,
+        special_use_domains=settings.special_use_domains,
+    )
     click.echo(f"{email.strip()}: {outcome} on '{list_name}'")
 
 
@@ -309,12 +327,15 @@ def send(
             if not sys.stdin.isatty():
                 raise MailerError("no issue file named; name it, or pass --yes to send the newest one")
             click.confirm(f"Send {issue_file} to '{list_name}'?", abort=True)
+    if not list_name and not test_address:
+        raise click.UsageError("name the list with --list (or a single address with --to)")
+    if not dry_run:
+        _warn_about_the_relay(settings)
     if test_address:
         click.echo(sending.run(sending.send_test(settings, issue_file, test_address)))
         return
-    if not list_name:
-        raise click.UsageError("name the list with --list (or a single address with --to)")
-    engine = _database(config_file)
+    assert list_name is not None
+    engine = _open_database(settings)
     if dry_run:
         folder = out_dir or Path("build") / slug_of(issue_file) / "eml"
         count = sending.run(sending.dry_run(engine, settings, issue_file, list_name, folder))
@@ -333,6 +354,17 @@ def send(
         click.echo(line, err=True)
     if not summary.complete:
         sys.exit(ExitStatus.DELIVERY_FAILED)
+
+
+def _warn_about_the_relay(settings: Settings) -> None:
+    """Unchecked certificates always; an EHLO name relays may refuse, when the relay is not on this machine."""
+    from mailer.delivery.smtp import helo_warning, tls_warning
+    from mailer.settings import LOCAL_HOSTS
+
+    local = settings.smtp_host.strip("[]").lower() in LOCAL_HOSTS
+    for warning in (tls_warning(settings), None if local else helo_warning(settings)):
+        if warning:
+            click.echo(warning, err=True)
 
 
 async def _send_with_progress(
@@ -547,6 +579,7 @@ def serve(
         os.environ["MAILER_ISSUES_DIR"] = str(issues_dir.resolve())
     settings = load_settings(config_file)
     check_serve_settings(settings)
+    _warn_about_the_relay(settings)
     _database(config_file).dispose()  # created and migrated now; the workers open their own
     check_port_free(host, port)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")

@@ -7,14 +7,27 @@ Precedence, highest first: values passed in code (CLI flags), environment variab
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import re
+import unicodedata
+from collections.abc import Collection, Iterator
 from email.utils import parseaddr
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from email_validator import EmailNotValidError, validate_email
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+import email_validator
+from email_validator import EmailNotValidError, EmailSyntaxError, ValidatedEmail, validate_email
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -34,7 +47,45 @@ MIN_SECRET_LENGTH = 32
 MASK = "********"
 
 
-def check_mailbox(value: str) -> str:
+def _special_use_name(domain: str) -> str | None:
+    """The special-use name (RFC 6761: test, local, ...) the domain is or lies under, if any."""
+    for name in email_validator.SPECIAL_USE_DOMAIN_NAMES:
+        if domain == name or domain.endswith(f".{name}"):
+            return name
+    return None
+
+
+def validate_address(address: str, *, special_use_domains: Collection[str] = ()) -> ValidatedEmail:
+    """email-validator's check (no DNS), accepting the special-use domains a deployment lists.
+
+    email-validator refuses special-use domains (`.test`, `.local`...) outright, through a module
+    global; rather than changing that list per call, an accepted domain is checked with its
+    special-use suffix swapped for a neutral label of the same length, and put back after.
+    A refused one names the setting that would accept it.
+    """
+    try:
+        return validate_email(address, check_deliverability=False)
+    except EmailNotValidError as error:
+        local, at, domain = address.strip().rpartition("@")
+        folded = unicodedata.normalize("NFKC", domain).casefold()
+        special = _special_use_name(folded) if at else None
+        if special is None:
+            raise
+        stand_in = re.sub(r"[^.]", "x", special)
+        result = validate_email(f"{local}@{folded[: -len(special)]}{stand_in}", check_deliverability=False)
+        if not any(folded == name or folded.endswith(f".{name}") for name in special_use_domains):
+            raise EmailSyntaxError(
+                f"{result.domain[: -len(special)]}{special} is a special-use domain; "
+                f"add {special!r} to special_use_domains to accept it"
+            ) from error
+    result.domain = result.domain[: -len(special)] + special
+    result.ascii_domain = result.ascii_domain[: -len(special)] + special
+    result.normalized = f"{result.local_part}@{result.domain}"
+    result.ascii_email = f"{result.local_part}@{result.ascii_domain}" if result.local_part.isascii() else None
+    return result
+
+
+def check_mailbox(value: str, info: ValidationInfo) -> str:
     """One RFC 5322 mailbox, `Name <user@example.org>` or `user@example.org`, safe to put in a header."""
     if "\r" in value or "\n" in value:
         raise ValueError("must not contain line breaks (CR or LF)")
@@ -45,7 +96,7 @@ def check_mailbox(value: str) -> str:
             f"must be one address like 'Newsletter <news@example.org>' or 'news@example.org', got {value!r}"
         )
     try:
-        validate_email(address, check_deliverability=False)
+        validate_address(address, special_use_domains=info.data.get("special_use_domains", ()))
     except EmailNotValidError as error:
         raise ValueError(f"{address!r} is not a valid email address: {error}") from None
     return text
@@ -200,6 +251,16 @@ class Settings(BaseSettings):
     dkim_selector: str | None = Field(
         None, pattern=r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$", description="DKIM selector (s=), a DNS label."
     )
+
+    @field_validator("special_use_domains")
+    @classmethod
+    def _check_special_use_domains(cls, names: list[str]) -> list[str]:
+        """Lower case, no leading or trailing dot: `.Test` and `test` mean the same."""
+        cleaned = [name.strip().strip(".").casefold() for name in names]
+        for name, given in zip(cleaned, names, strict=True):
+            if not name or not re.fullmatch(r"[a-z0-9-]+(\.[a-z0-9-]+)*", name):
+                raise ValueError(f"{given!r} is not a domain name such as 'internal' or 'corp.test'")
+        return cleaned
 
     @model_validator(mode="after")
     def _check_transport(self) -> Settings:

@@ -6,7 +6,7 @@ import datetime as dt
 import difflib
 import re
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -154,11 +154,17 @@ def suppression_reason(conn: Connection, email_key: str) -> str | None:
 
 
 def add_subscriber(
-    engine: Engine, list_name: str, address: str, *, name: str = "", attributes: dict[str, str] | None = None
+    engine: Engine,
+    list_name: str,
+    address: str,
+    *,
+    name: str = "",
+    attributes: dict[str, str] | None = None,
+    special_use_domains: Collection[str] = (),
 ) -> str:
     """Subscribe one address; returns what happened: 'added', 'updated' or 'unchanged'."""
     try:
-        email, key = normalise_email(address)
+        email, key = normalise_email(address, special_use_domains=special_use_domains)
     except InvalidAddress as error:
         raise MailerError(f"{address}: {error}") from None
     problem = subscriber_problem(name, attributes or {})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import re
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -92,7 +92,9 @@ def _delimiter(text: str) -> str:
     return max(",;\t|", key=header.count)
 
 
-def read_rows(path: Path) -> tuple[list[Row], list[tuple[int, str]], list[tuple[int, str]]]:
+def read_rows(
+    path: Path, *, special_use_domains: Collection[str] = ()
+) -> tuple[list[Row], list[tuple[int, str]], list[tuple[int, str]]]:
     """Valid rows, invalid (line, reason) and duplicate (line, reason); raises if the file itself is unusable."""
     text = _read_text(path)
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=_delimiter(text))
@@ -137,7 +139,7 @@ def read_rows(path: Path) -> tuple[list[Row], list[tuple[int, str]], list[tuple[
                 invalid.append((line, "no email address"))
                 continue
             try:
-                email, key = normalise_email(address)
+                email, key = normalise_email(address, special_use_domains=special_use_domains)
             except InvalidAddress as error:
                 invalid.append((line, f"{address}: {error}"))
                 continue
@@ -186,12 +188,14 @@ def _existing(conn: Connection, keys: list[str]) -> tuple[dict[str, Any], set[st
     return known, suppressed
 
 
-def import_subscribers(engine: Engine, list_name: str, path: Path, *, dry_run: bool = False) -> ImportReport:
+def import_subscribers(
+    engine: Engine, list_name: str, path: Path, *, dry_run: bool = False, special_use_domains: Collection[str] = ()
+) -> ImportReport:
     """Import in one transaction: all valid rows or, if the file is unusable, nothing.
 
     Suppressed addresses and those who unsubscribed from this list are never re-subscribed.
     """
-    rows, invalid, duplicates = read_rows(path)
+    rows, invalid, duplicates = read_rows(path, special_use_domains=special_use_domains)
     report = ImportReport(str(path), invalid=invalid, skipped=list(duplicates), dry_run=dry_run)
     stamp = now()
     with engine.connect() as conn, conn.begin() as transaction:

@@ -33,8 +33,7 @@ class StatusReport:
             for email, reply, permanent in self.failures
         ]
         rows += [
-            f"  uncertain (not resent): {email}: {reply} (no reply after the end of data; may have been delivered; "
-            "--retry-uncertain sends it again)"
+            f"  uncertain (not resent): {email}: {reply}; --retry-uncertain sends it again"
             for email, reply in self.held
         ]
         rows += [f"  uncertain: {email} (resent; may have been delivered twice)" for email in self.uncertain]

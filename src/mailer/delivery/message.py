@@ -19,9 +19,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import format_datetime, parseaddr
 
+from mailer.audience.addresses import envelope_address
 from mailer.compose.render import PLACEHOLDERS, RenderedIssue
 from mailer.delivery.dkim_signing import DkimSigner
-from mailer.delivery.headers import address_header, encoded_header
+from mailer.delivery.headers import encoded_header, mailbox_header
 from mailer.delivery.wire import WireBytes
 from mailer.errors import MailerError
 
@@ -76,8 +77,8 @@ def _joiner(segments: list[Segment], escape: Callable[[str], str]) -> Callable[[
 
 
 def sender_domain(sender: str) -> str:
-    """The domain of the sender's address: Message-IDs and the DKIM signature name it."""
-    return parseaddr(sender)[1].rpartition("@")[2]
+    """The domain of the sender's address, as A-labels: Message-IDs and the DKIM signature name it."""
+    return envelope_address(parseaddr(sender)[1]).rpartition("@")[2]
 
 
 class MessageTemplate:
@@ -106,11 +107,11 @@ class MessageTemplate:
         boundary = f"=_mailer_{secrets.token_hex(16)}"
         sender_name, _ = parseaddr(sender)
         head = [
-            encoded_header("From", address_header(sender_name, sender_address)),
+            mailbox_header("From", sender_name, sender_address),
             encoded_header("Subject", subject),
         ]
         if reply_to:
-            head.append(encoded_header("Reply-To", reply_to))
+            head.append(mailbox_header("Reply-To", *parseaddr(reply_to)))
         if list_id:
             head.append(encoded_header("List-Id", list_id))
         head.append(b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n")
@@ -143,7 +144,7 @@ class MessageTemplate:
         if self.unsubscribe_mailto:
             unsubscribe += f", <{self.unsubscribe_mailto}>"
         headers = (
-            encoded_header("To", address_header(recipient.name, recipient.email))
+            mailbox_header("To", recipient.name, recipient.email)
             + f"Date: {format_datetime(date)}\r\nMessage-ID: {message_id}\r\n".encode("ascii")
             + encoded_header("List-Unsubscribe", unsubscribe)
         )

@@ -222,7 +222,7 @@ class _ListSend:
             try:
                 reply = await transport.send(self.template.sender_address, claimed.email, data)
             except DeliveryError as error:
-                if getattr(error, "uncertain", False):  # the whole message was written, no reply came: never resent
+                if error.uncertain:  # the whole message was written, no reply came: never resent
                     return Outcome(claimed.delivery_id, False, error.reply, attempts, uncertain=True)
                 if error.code is not None:
                     relay.reached()

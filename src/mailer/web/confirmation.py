@@ -8,17 +8,20 @@ outlives `confirm_hours` by nothing, and cannot undo a later unsubscription (see
 from __future__ import annotations
 
 import datetime as dt
+import email.policy
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from email.message import EmailMessage
-from email.utils import formataddr, make_msgid, parseaddr
+from email.parser import BytesParser
+from email.utils import make_msgid, parseaddr
 from typing import Any
 
 from itsdangerous import BadData, TimestampSigner, URLSafeTimedSerializer
 
 from mailer.audience.lists import PublicList
-from mailer.delivery.headers import header_safe
+from mailer.delivery.headers import encoded_header, mailbox_header
+from mailer.delivery.message import sender_domain
 from mailer.delivery.unsubscribe import BadToken
 from mailer.settings import Settings
 
@@ -69,21 +72,34 @@ def read_confirm_token(secret: str, token: str, *, max_age_hours: float, now: Cl
 
 
 def confirmation_message(
-    settings: Settings, mailing_list: PublicList, email: str, name: str, link: str
+    settings: Settings, mailing_list: PublicList, email_address: str, name: str, link: str
 ) -> EmailMessage:
-    """The one mail a subscribe form sends: to the address given, nothing else in it that the visitor typed but the name."""
+    """The one mail a subscribe form sends: to the address given, nothing else in it that the visitor typed but the name.
+
+    Its address headers are made by the same helpers as an issue's (delivery/headers.py): a
+    readable name, the domain as A-labels, a non-ASCII local part in UTF-8 (RFC 6532; smtp.py
+    sends that only with SMTPUTF8). The message is parsed from those bytes, so serialising it
+    again (`as_bytes(policy=email.policy.SMTP)`) gives the same header bytes back.
+    """
     title = mailing_list.description or mailing_list.name
     organisation = settings.branding.name
-    message = EmailMessage()
-    message["From"] = settings.sender or ""
-    message["To"] = formataddr((header_safe(name), email))
-    message["Subject"] = header_safe(f"Confirm your subscription: {title}")
-    message["Message-ID"] = make_msgid(domain=parseaddr(settings.sender or "")[1].rpartition("@")[2] or None)
-    message["Auto-Submitted"] = "auto-generated"
-    message.set_content(
+    sender = settings.sender or ""
+    body = EmailMessage()
+    body.set_content(
         f"Someone, probably you, asked to receive {title} from {organisation} at this address.\n\n"
         f"To confirm, open this link within {settings.confirm_hours:g} hours and press the button:\n\n"
         f"{link}\n\n"
         "If it was not you, ignore this message: you will not be subscribed and will hear nothing more.\n"
     )
-    return message
+    head = b"".join(
+        (
+            mailbox_header("From", *parseaddr(sender)),
+            mailbox_header("To", name, email_address),
+            encoded_header("Subject", f"Confirm your subscription: {title}"),
+            encoded_header("Message-ID", make_msgid(domain=sender_domain(sender) or None)),
+            b"Auto-Submitted: auto-generated\r\n",
+        )
+    )
+    return BytesParser(EmailMessage, policy=email.policy.SMTP).parsebytes(
+        head + body.as_bytes(policy=email.policy.SMTP)
+    )

@@ -239,7 +239,7 @@ class PublicWeb:
         name = header_safe(str(form.get("name") or ""))[:MAX_NAME]
         typed = str(form.get("email") or "")[:320]
         try:
-            address, key = normalise_email(typed)
+            address, key = normalise_email(typed, special_use_domains=self.settings.special_use_domains)
         except InvalidAddress:
             return self.page(
                 request,
@@ -342,7 +342,9 @@ class PublicWeb:
         if public_list(engine, list_name) is None:
             return False, "Link not valid", "This list no longer takes subscriptions on the web."
         try:
-            add_subscriber(engine, list_name, address, name=wanted.name)
+            add_subscriber(
+                engine, list_name, address, name=wanted.name, special_use_domains=self.settings.special_use_domains
+            )
         except MailerError:
             return (
                 False,
