@@ -372,10 +372,7 @@ async def _send_with_progress(
     settings: Settings,
     issue_file: Path,
     list_name: str,
-    *,
-    retry_failed: bool,
-    include_permanent: bool,
-    retry_uncertain: bool,
+    **retries: bool,
 ) -> SendSummary:
     """A progress bar on a terminal, a line every 10 s otherwise; Ctrl-C finishes the messages in flight.
 
@@ -408,16 +405,7 @@ async def _send_with_progress(
     try:
         with _stopped_by_signals(stop):
             return await send_to_list(
-                engine,
-                settings,
-                issue_file,
-                list_name,
-                retry_failed=retry_failed,
-                include_permanent=include_permanent,
-                retry_uncertain=retry_uncertain,
-                progress=progress,
-                notice=notice,
-                stop=stop,
+                engine, settings, issue_file, list_name, progress=progress, notice=notice, stop=stop, **retries
             )
     finally:
         if sys.stderr.isatty():

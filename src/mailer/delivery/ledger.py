@@ -51,6 +51,8 @@ class LedgerError(MailerError):
 
 @dataclass(frozen=True)
 class Claimed:
+    """A row this sender holds: who gets the message, and whether an earlier try may already have arrived."""
+
     delivery_id: int
     subscriber_id: int
     email: str
