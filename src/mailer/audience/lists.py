@@ -56,6 +56,8 @@ def subscriber_problem(name: str, attributes: dict[str, str]) -> str | None:
 
 @dataclass(frozen=True)
 class ListSummary:
+    """One line of `mailer lists`: who would be mailed, who left, who is suppressed."""
+
     name: str
     description: str
     subscribed: int
