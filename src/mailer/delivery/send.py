@@ -204,8 +204,16 @@ class _ListSend:
         )
 
     async def deliver(self, transport: Transport, claimed: Claimed) -> Outcome | None:
-        """Send one message with retries; None when the send stopped before it could be tried."""
-        message_id, data = self.template.message_for(self.recipient(claimed))
+        """Send one message with retries; None when the send stopped before it could be tried.
+
+        A message that cannot be made for this recipient (data stored before today's checks, say)
+        fails this row permanently; the others go on.
+        """
+        try:
+            message_id, data = self.template.message_for(self.recipient(claimed))
+        except (MailerError, ValueError) as error:
+            reply = f"cannot make this recipient's message: {error}"
+            return Outcome(claimed.delivery_id, False, reply, claimed.attempts, permanent=True)
         relay = self.relay
         attempts = claimed.attempts
         tries = 0
