@@ -499,3 +499,9 @@ def test_export_defuses_formulas_in_every_cell_and_import_gives_back_the_values(
 def test_defusing_round_trips_every_value(value: str) -> None:
     assert from_spreadsheet(spreadsheet_safe(value)) == value
     assert not spreadsheet_safe(value).startswith(("=", "+", "-", "@", "\t", "\r"))
+
+
+def test_a_merge_key_inside_an_unknown_field_is_a_plain_unknown_field_error(tmp_path: Path) -> None:
+    result = check(tmp_path, MINIMAL + "extra: &x\n  b: 1\nmore:\n  <<: *x\n")
+    assert result.exit_code == 1 and "Traceback" not in result.stderr
+    assert "extra: unknown field" in result.stderr and "more: unknown field" in result.stderr

@@ -219,10 +219,12 @@ def test_a_refused_mail_from_stops_the_send_and_leaves_every_row_pending(
     assert relay.recorder.attempts == {}
 
 
+@pytest.mark.parametrize("subscribers", [1, 60])  # more rows than connections: every worker fails at once
 def test_an_unreachable_relay_stops_within_seconds_when_nothing_was_sent(
-    workdir: Path, staff: Engine, database_url: str
+    workdir: Path, staff: Engine, database_url: str, subscribers: int
 ) -> None:
-    add_subscriber(staff, "staff", "ana@example.org")
+    for i in range(subscribers):
+        add_subscriber(staff, "staff", f"p{i}@example.org")
     port = free_port()  # nothing listens there
     process = start_mailer(
         *SEND, cwd=workdir, env=environment(port, database_url), stdout=subprocess.PIPE, stderr=subprocess.PIPE
@@ -233,6 +235,44 @@ def test_an_unreachable_relay_stops_within_seconds_when_nothing_was_sent(
     assert process.returncode == 3
     [line] = err.splitlines()
     assert f"127.0.0.1:{port}" in line and "smtp_host" in line and "smtp_port" in line
+    assert set(statuses(staff).values()) == {"pending"}
+
+
+def test_a_relay_that_greets_with_421_fails_nobody_and_the_send_stops_with_rows_pending(
+    workdir: Path, staff: Engine, database_url: str
+) -> None:
+    """421 at the greeting is the service saying "not now": no recipient's attempts are used up."""
+    import socket
+    import threading
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    stop = threading.Event()
+
+    def greet_421() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                conn.sendall(b"421 4.3.2 too many connections\r\n")
+
+    server = threading.Thread(target=greet_421, daemon=True)
+    server.start()
+    try:
+        for i in range(20):
+            add_subscriber(staff, "staff", f"p{i}@example.org")
+        env = {**environment(listener.getsockname()[1], database_url), "MAILER_RETRY_BASE_DELAY": "0.1"}
+        started = time.monotonic()
+        result = mailer(workdir, env, *SEND)
+    finally:
+        stop.set()
+        server.join(timeout=5)
+        listener.close()
+    assert time.monotonic() - started < 30
+    assert result.exit_code == 3
+    assert "421" in result.stderr and "smtp_host" in result.stderr
     assert set(statuses(staff).values()) == {"pending"}
 
 

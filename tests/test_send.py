@@ -120,7 +120,9 @@ def test_a_recipient_whose_message_cannot_be_made_fails_alone(
     assert (summary.sent, summary.failed_permanent) == (4, 1)
     assert "person2@example.org" not in smtp_server.recorder.delivered()
     failure = delivery_status(staff, "2016-02", "staff").lines()[1]
-    assert failure.startswith("  failed (permanent): person2@example.org: cannot make this recipient's message: To header")
+    assert failure.startswith(
+        "  failed (permanent): person2@example.org: cannot make this recipient's message: To header"
+    )
 
 
 def test_sending_again_sends_nothing_and_suppressed_are_skipped(
@@ -269,3 +271,10 @@ def test_dkim_signature_covers_list_unsubscribe_and_verifies(
         assert dkim.verify(
             item.data, dnsfunc=lambda name, timeout=5: record if name == b"news2016._domainkey.icmpd.org." else None
         )
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # the lock file is SQLite's
+def test_an_issue_with_a_very_long_name_sends(staff: Engine, send_settings: Settings, tmp_path: Path) -> None:
+    long_name = tmp_path / f"{'a' * 240}.yaml"
+    long_name.write_bytes(ISSUE.read_bytes())
+    assert send(staff, send_settings, long_name).sent == 5

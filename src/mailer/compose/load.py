@@ -91,7 +91,7 @@ class _TooLarge(Exception):
 
 def _written_in(node: CommentedMap, key: Any) -> CommentedMap:
     """The mapping where `key` is written: `node` itself, or one merged into it with `<<: *anchor`."""
-    if key in node.lc.data:
+    if not isinstance(node, CommentedMap) or node.lc.data is None or key in node.lc.data:
         return node
     for item in node.merge:
         merged = item[1] if isinstance(item, tuple) else item  # (index, map) in ruamel.yaml before 0.18.7
@@ -112,8 +112,9 @@ def _plain(node: Any, loc: Loc, doc: _Document, budget: list[int]) -> Any:
         for key, value in node.items():
             child = (*loc, str(key))
             source = _written_in(node, key)
-            key_line, key_col = source.lc.key(key)
-            value_line, value_col = source.lc.value(key)
+            here = (source.lc.line or 0, source.lc.col or 0)  # ruamel keeps no per-key place for some merged maps
+            key_line, key_col = source.lc.key(key) or here
+            value_line, value_col = source.lc.value(key) or here
             if found := NOT_IN_EMAIL.search(str(key)):
                 doc.unusable.append((child, True, found.group()))
             doc.keys[child] = (key_line + 1, key_col + 1)

@@ -68,7 +68,7 @@ def delivery_status(engine: Engine, issue: str, list_name: str) -> StatusReport:
         report.uncertain = list(
             conn.execute(
                 sa.select(deliveries.c.email)
-                .where(where, deliveries.c.uncertain == sa.true(), deliveries.c.status != UNCERTAIN)
+                .where(where, deliveries.c.uncertain == sa.true(), deliveries.c.status == SENT)
                 .order_by(deliveries.c.email)
             ).scalars()
         )

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import hashlib
 import os
 import socket
 import threading
@@ -174,7 +175,8 @@ class Ledger:
     def _take_lock(self) -> FileLock:
         """One sender per issue and list on SQLite: an OS file lock, released even if the process is killed."""
         database = self.engine.url.database or "memory"
-        path = Path(f"{database}.send-{self.issue}-{self.list_name}.lock")
+        digest = hashlib.sha256(f"{self.issue}\0{self.list_name}".encode()).hexdigest()[:16]
+        path = Path(f"{database}.send-{digest}.lock")  # any issue name fits in a file name
         lock = FileLock(path)
         try:
             lock.acquire(timeout=0)

@@ -14,6 +14,8 @@ from mailer.settings import Settings
 Notice = Callable[[str], None]
 """Called with a short line about the send's state, e.g. "relay unreachable, retrying in 4 s"."""
 UNREACHABLE_ROUNDS = 3
+UNREACHABLE_SECONDS = 20.0
+"""However the attempts fall, a relay never reached in this run is given up this long after the first failure."""
 """Connection attempts (one per pause, whatever the pool size) before a relay never reached in this run is given up."""
 
 
@@ -63,6 +65,7 @@ class RelayContact:
     last_contact: float = field(default_factory=time.monotonic)
     answered: bool = False
     unreachable_rounds: int = 0
+    first_failure: float | None = None
 
     @property
     def server(self) -> str:
@@ -82,13 +85,19 @@ class RelayContact:
         moment = time.monotonic()
         new_pause = moment >= self.pause_until
         if not self.answered:
-            self.unreachable_rounds += new_pause
-            if self.unreachable_rounds >= UNREACHABLE_ROUNDS:
+            # One round per pause: failures of other workers during a pause neither count nor move it,
+            # so every worker wakes at the same moment and the rounds add up, whatever the pool size.
+            if self.first_failure is None:
+                self.first_failure = moment
+            if new_pause:
+                self.unreachable_rounds += 1
+            if self.unreachable_rounds >= UNREACHABLE_ROUNDS or moment - self.first_failure > UNREACHABLE_SECONDS:
                 raise SMTPSetupError(
-                    f"cannot reach the SMTP relay {self.server} ({error.reply}) after {UNREACHABLE_ROUNDS} attempts; "
-                    "nothing was sent: check smtp_host and smtp_port, and that the relay is running"
+                    f"cannot reach the SMTP relay {self.server} ({error.reply}) after {self.unreachable_rounds} "
+                    "attempts; nothing was sent: check smtp_host and smtp_port, and that the relay is running"
                 ) from None
-            self.pause_until = max(self.pause_until, moment + min(2.0, self.backoff(self.unreachable_rounds)))
+            if new_pause:
+                self.pause_until = moment + min(2.0, self.backoff(self.unreachable_rounds))
             return
         if moment - self.last_contact > self.settings.give_up_after:
             raise SMTPSetupError(
@@ -96,7 +105,7 @@ class RelayContact:
                 "the ledger keeps what is left: run the same command again later (give_up_after sets the wait)"
             ) from None
         wait = self.backoff(min(tries, 6))
-        if new_pause and self.notice and error.code is None:
+        if new_pause and self.notice and error.code in (None, 421):
             self.notice(f"relay unreachable, retrying in {max(1, round(wait))} s")
         self.pause_until = max(self.pause_until, moment + wait)
 

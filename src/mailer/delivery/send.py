@@ -218,9 +218,8 @@ class _ListSend:
         attempts = claimed.attempts
         tries = 0
         while True:
-            wait = relay.pause_until - time.monotonic()
-            if wait > 0:
-                await _sleep_unless(self.stop, wait)
+            while (wait := relay.pause_until - time.monotonic()) > 0 and not self.stop.is_set():
+                await _sleep_unless(self.stop, wait)  # again if another worker's failure moved the pause
             if self.stop.is_set():
                 return None
             await relay.limiter.acquire()
@@ -232,11 +231,12 @@ class _ListSend:
             except DeliveryError as error:
                 if error.uncertain:  # the whole message was written, no reply came: never resent
                     return Outcome(claimed.delivery_id, False, error.reply, attempts, uncertain=True)
-                if error.code is not None:
+                relay_gone = error.connection_lost and error.code in (None, 421)  # 421: the service, not the message
+                if error.code is not None and not relay_gone:
                     relay.reached()
                 if error.connection_lost:
                     relay.lost(error, tries)
-                    if error.code is None and relay.last_contact == contact_before:
+                    if relay_gone and relay.last_contact == contact_before:
                         tries -= (
                             1  # nobody got through since this message's last try: the relay's outage, not the message's
                         )
