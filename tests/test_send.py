@@ -273,8 +273,10 @@ def test_dkim_signature_covers_list_unsubscribe_and_verifies(
         )
 
 
-@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # the lock file is SQLite's
-def test_an_issue_with_a_very_long_name_sends(staff: Engine, send_settings: Settings, tmp_path: Path) -> None:
+def test_an_issue_whose_name_cannot_be_a_web_address_is_refused_in_one_line(
+    staff: Engine, send_settings: Settings, tmp_path: Path
+) -> None:
     long_name = tmp_path / f"{'a' * 240}.yaml"
     long_name.write_bytes(ISSUE.read_bytes())
-    assert send(staff, send_settings, long_name).sent == 5
+    with pytest.raises(MailerError, match=r"cannot be a web address; name issue files with at most 100 letters"):
+        send(staff, send_settings, long_name)

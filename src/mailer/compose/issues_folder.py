@@ -31,6 +31,14 @@ def is_slug(slug: str) -> bool:
     return _SLUG.fullmatch(slug) is not None and slug not in RESERVED_SLUGS
 
 
+def bad_name(path: Path) -> str:
+    """Why an issue file's name cannot be its web address (<public_url>/<slug>/)."""
+    return (
+        f"{path}: {slug_of(path)!r} cannot be a web address; name issue files with at most 100 letters, digits, "
+        f"'.', '_' and '-', not starting with '.' and not {', '.join(sorted(RESERVED_SLUGS))}"
+    )
+
+
 def file_stamp(path: Path) -> tuple[int, int] | None:
     """(mtime in ns, size) of a file, or None if it cannot be read: what a cached parse is keyed on."""
     try:
@@ -108,10 +116,7 @@ def scan_issues(folder: Path, *, max_bytes: int = MAX_ISSUE_BYTES) -> IssuesScan
     for path in issue_paths(folder):
         if not is_slug(slug_of(path)):
             broken.append(path)
-            problems.append(
-                f"{path}: {slug_of(path)!r} cannot be a web address; name issue files with letters, digits, '.', '_' "
-                f"and '-' only, not starting with '.' and not {', '.join(sorted(RESERVED_SLUGS))}"
-            )
+            problems.append(bad_name(path))
             continue
         loaded = load_cached(path, max_bytes=max_bytes)
         if isinstance(loaded, tuple):

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 from sqlalchemy.engine import Engine
 
 from mailer.audience.lists import list_id, mailable_subscribers
-from mailer.compose.issues_folder import slug_of
+from mailer.compose.issues_folder import bad_name, is_slug, slug_of
 from mailer.compose.load import load_issue
 from mailer.compose.render import render_issue
 from mailer.delivery.dkim_signing import DkimSigner
@@ -101,8 +101,10 @@ def _sender(settings: Settings) -> str:
 
 def build_template(issue_path: Path, settings: Settings, *, list_name: str | None) -> tuple[str, MessageTemplate]:
     """Validate and render the issue and build its message template: all before any connection."""
-    issue = load_issue(issue_path, max_bytes=settings.max_issue_bytes)
     slug = slug_of(issue_path)
+    if not is_slug(slug):
+        raise MailerError(bad_name(issue_path))
+    issue = load_issue(issue_path, max_bytes=settings.max_issue_bytes)
     rendered = render_issue(issue, slug, settings)
     domain = settings.archive_url.split("//", 1)[-1].split("/", 1)[0]
     sender = _sender(settings)
