@@ -24,6 +24,8 @@ from typing import Any
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP as SMTPServerProtocol
 
+from mailer.settings import Settings, load_settings
+from tests.conftest import ROOT, SECRET
 from tests.smtp_server import Received, Recorder, free_port
 
 
@@ -183,3 +185,20 @@ class Relay:
 
     def __exit__(self, *exc: object) -> None:
         self.controller.stop()
+
+
+def relay_settings(port: int, tmp_path: Path, **updates: object) -> Settings:
+    """Settings for sending to a test relay on 127.0.0.1: plain SMTP, a fully-qualified EHLO name, a SQLite ledger."""
+    values: dict[str, object] = {
+        "smtp_host": "127.0.0.1",
+        "smtp_port": port,
+        "smtp_tls": "none",
+        "smtp_helo_name": "mailer.example.org",
+        "sender": "ICMPD Newsletter <newsletter@icmpd.org>",
+        "unsubscribe_secret": SECRET,
+        "database_url": f"sqlite:///{tmp_path / 'mailer.sqlite3'}",
+        "retry_base_delay": 0.05,
+        "smtp_pool_size": 2,
+        "smtp_timeout": 5,
+    }
+    return load_settings(ROOT / "mailer.toml", **{**values, **updates})

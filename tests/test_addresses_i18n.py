@@ -29,30 +29,14 @@ from mailer.delivery.message import MessageTemplate, Recipient
 from mailer.delivery.send import send_to_list
 from mailer.delivery.smtp import DeliveryError, SMTPConnection, SMTPSetupError
 from mailer.errors import ConfigError
-from mailer.settings import Settings, load_settings
+from mailer.settings import load_settings
 from mailer.web.public_web import create_app
 from tests.cli_helpers import run_cli
-from tests.conftest import ISSUES, ROOT, SECRET
-from tests.relay_servers import Relay
+from tests.conftest import ISSUES, ROOT
+from tests.relay_servers import Relay, relay_settings
 
 JOSE = "josé@example.org"
 ANA = "ana@bücher.de"
-
-
-def relay_settings(port: int, tmp_path: Path, **updates: object) -> Settings:
-    values: dict[str, object] = {
-        "smtp_host": "127.0.0.1",
-        "smtp_port": port,
-        "smtp_tls": "none",
-        "smtp_helo_name": "mailer.example.org",
-        "sender": "ICMPD Newsletter <newsletter@icmpd.org>",
-        "unsubscribe_secret": SECRET,
-        "database_url": f"sqlite:///{tmp_path / 'mailer.sqlite3'}",
-        "retry_base_delay": 0.05,
-        "smtp_pool_size": 2,
-        "smtp_timeout": 5,
-    }
-    return load_settings(ROOT / "mailer.toml", **{**values, **updates})
 
 
 @pytest.fixture(params=[True, False], ids=["offers-SMTPUTF8", "withholds-SMTPUTF8"])

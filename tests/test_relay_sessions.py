@@ -15,28 +15,12 @@ from mailer.audience.database import deliveries, open_database
 from mailer.audience.lists import add_subscriber, create_list
 from mailer.delivery.send import send_to_list
 from mailer.delivery.smtp import DeliveryError, SMTPConnection, SMTPSetupError, helo_warning, tls_warning
-from mailer.settings import Settings, load_settings
-from tests.conftest import ISSUES, ROOT, SECRET
-from tests.relay_servers import CertificateAuthority, Relay, make_ca
+from mailer.settings import Settings
+from tests.conftest import ISSUES
+from tests.relay_servers import CertificateAuthority, Relay, make_ca, relay_settings
 
 MESSAGE = b"Subject: x\r\n\r\nhi\r\n"
 SENDER = "newsletter@icmpd.org"
-
-
-def relay_settings(port: int, tmp_path: Path, **updates: object) -> Settings:
-    values: dict[str, object] = {
-        "smtp_host": "127.0.0.1",
-        "smtp_port": port,
-        "smtp_tls": "none",
-        "smtp_helo_name": "mailer.example.org",
-        "sender": f"ICMPD Newsletter <{SENDER}>",
-        "unsubscribe_secret": SECRET,
-        "database_url": f"sqlite:///{tmp_path / 'mailer.sqlite3'}",
-        "retry_base_delay": 0.05,
-        "smtp_pool_size": 2,
-        "smtp_timeout": 5,
-    }
-    return load_settings(ROOT / "mailer.toml", **{**values, **updates})
 
 
 def deliver(settings: Settings, *recipients: str) -> list[str | BaseException]:
