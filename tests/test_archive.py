@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import shutil
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -298,3 +299,14 @@ def test_a_failed_publish_leaves_the_previous_export_intact(issues: Path, settin
 
     assert {p.relative_to(site): p.read_bytes() for p in site.rglob("*") if p.is_file()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["issues", "site", "templates"]
+
+
+def test_the_published_site_is_readable_by_the_web_servers_user(
+    issues: Path, settings: Settings, tmp_path: Path
+) -> None:
+    previous = os.umask(0o022)
+    try:
+        written = publish(issues, tmp_path / "site", settings, today=TODAY)
+    finally:
+        os.umask(previous)
+    assert {oct(path.stat().st_mode & 0o777) for path, _ in written} == {oct(0o644)}

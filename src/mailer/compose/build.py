@@ -71,17 +71,26 @@ def output_files(rendered: RenderedIssue, out_dir: Path) -> dict[Path, tuple[str
     }
 
 
+def _file_mode() -> int:
+    """What open() would give a new file under the current umask (mkstemp's 0600 would hide a site from its server)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def write_atomically(files: dict[Path, str]) -> None:
     """Write every file to a temporary sibling first, then move them all into place.
 
     A failure before the moves (disk full, permissions) leaves every previous file as it was.
     """
     staged: list[tuple[Path, Path]] = []
+    mode = _file_mode()
     try:
         for path, content in files.items():
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
             staged.append((Path(tmp_name), path))
+            os.chmod(tmp_name, mode)
             with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
                 handle.write(content)
                 handle.flush()
