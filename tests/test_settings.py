@@ -114,6 +114,7 @@ def test_describe_settings_names_every_value_and_where_it_came_from(monkeypatch:
         "retry_base_delay = 2.0  (default)",
         "give_up_after = 600.0  (default)",
         "unsubscribe_mailto = null  (default)",
+        "default_greeting = null  (default)",
         'sender = "ICMPD Newsletter <newsletter@icmpd.org>"  (mailer.toml)',
         'reply_to = "office@icmpd.org"  (flag)',
         "unsubscribe_secret = (not set)  (default)",

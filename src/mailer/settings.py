@@ -228,6 +228,11 @@ class Settings(BaseSettings):
         600, gt=0, description="Seconds without any successful connection before the send stops."
     )
     unsubscribe_mailto: str | None = Field(None, description="Optional mailto: address added to List-Unsubscribe.")
+    default_greeting: str | None = Field(
+        None,
+        description='The greeting for a recipient without a name when the issue\'s greeting has no fallback, e.g. "Dear reader,"; '
+        "unset: such recipients get no greeting line.",
+    )
 
     sender: Mailbox | None = Field(None, description="From: header, e.g. 'ICMPD Newsletter <newsletter@icmpd.org>'.")
     reply_to: Mailbox | None = Field(None, description="Reply-To: header, same form as sender.")

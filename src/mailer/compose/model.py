@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
@@ -119,6 +119,11 @@ class Issue(Part):
 
     title: Text = Field(description='The issue title, e.g. "February 2016 Monthly Update".')
     date: dt.date = Field(description="The publication date (YYYY-MM-DD).")
+    status: Literal["draft", "ready"] = Field(
+        "ready",
+        description="draft: only previews and test sends; never published or sent to a list. "
+        "ready (the default): may be published from its date on and sent.",
+    )
     language: Language = "en"
     subject: Text | None = Field(None, description="The email subject; the title when left out.")
     preheader: Text = Field(max_length=200, description="The preview line mail clients show after the subject.")
@@ -137,6 +142,10 @@ class Issue(Part):
     events: Events | None = None
     other_news: StorySection | None = None
     photo_credits: Text | None = None
+
+    @property
+    def is_draft(self) -> bool:
+        return self.status == "draft"
 
     @property
     def email_subject(self) -> str:
