@@ -86,12 +86,13 @@ def test_an_empty_archive_says_so(tmp_path: Path, settings: Settings) -> None:
     assert "No issues have been published yet." in page
 
 
-def test_future_dated_issue_is_a_draft_until_its_date(issues: Path, settings: Settings) -> None:
+def test_future_dated_issue_is_unpublished_until_its_date(issues: Path, settings: Settings) -> None:
     (issues / "2016-03.yaml").write_text(issue_text(date="2016-03-10"), encoding="utf-8")
 
     scan = scan_archive(issues, settings, today=TODAY)
     assert [e.slug for e in scan.entries] == ["2016-02", "2015-10"]
-    assert [e.slug for e in scan.drafts] == ["2016-03"]
+    assert [e.slug for e in scan.scheduled] == ["2016-03"]
+    assert scan.drafts == []
     assert "2016-03/" not in index_page(scan.entries, settings)
     assert len(feed_entries(atom_feed(scan.entries, settings))) == 2
     assert web_page(issues, "2016-03", settings, today=TODAY) is None
@@ -232,7 +233,7 @@ def test_publish_writes_a_static_site_whose_links_resolve(issues: Path, settings
     site = tmp_path / "site"
     site.mkdir()  # an empty folder may be published into
 
-    written = publish(issues, site, settings, today=TODAY)
+    _, written = publish(issues, site, settings, today=TODAY)
 
     assert [path for path, _ in written] == [
         site / "index.html",
@@ -306,7 +307,7 @@ def test_the_published_site_is_readable_by_the_web_servers_user(
 ) -> None:
     previous = os.umask(0o022)
     try:
-        written = publish(issues, tmp_path / "site", settings, today=TODAY)
+        _, written = publish(issues, tmp_path / "site", settings, today=TODAY)
     finally:
         os.umask(previous)
     assert {oct(path.stat().st_mode & 0o777) for path, _ in written} == {oct(0o644)}

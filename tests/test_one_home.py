@@ -83,7 +83,7 @@ def test_send_without_a_file_refuses_to_guess_while_an_issue_file_is_broken(
         1,
         [
             "issues/2016-03.yaml:1:1: preheader: required field is missing",
-            "issues: cannot tell which issue is newest; fix the files above or name the issue file",
+            "issues: cannot tell which issue to send to staff; fix the files above or name the issue file",
         ],
     )
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import json
 import signal
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from functools import wraps
 from pathlib import Path
 from typing import TYPE_CHECKING, ParamSpec, TypeVar
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING, ParamSpec, TypeVar
 import click
 
 from mailer.errors import ExitStatus, MailerError
+from mailer.wording import plural
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -93,7 +95,7 @@ def check(files: tuple[Path, ...], config_file: Path | None) -> None:
     from mailer.settings import load_settings
 
     loaded = load_all(list(files), max_bytes=load_settings(config_file).max_issue_bytes)
-    click.echo(f"{len(loaded)} issue file{'s' if len(loaded) != 1 else ''} OK")
+    click.echo(f"{plural(len(loaded), 'issue file')} OK")
 
 
 @cli.command()
@@ -283,15 +285,32 @@ def unsubscribe(email: str, reason: str, config_file: Path | None) -> None:
     from mailer.audience.lists import unsubscribe as suppress
 
     ended = suppress(_database(config_file), email, reason=reason)
-    click.echo(f"{email.strip()}: suppressed ({reason}); unsubscribed from {ended} list{'s' if ended != 1 else ''}")
+    click.echo(f"{email.strip()}: suppressed ({reason}); unsubscribed from {plural(ended, 'list')}")
 
 
 @cli.command()
 @click.argument("issue_file", required=False, type=click.Path(path_type=Path, dir_okay=False))
-@click.option("--list", "list_name", help="The list to send to.")
-@click.option("--to", "test_address", help="Send one test message to this address (not recorded).")
+@click.option(
+    "--list",
+    "list_names",
+    multiple=True,
+    help="A list to send to (repeatable: each person gets one copy, through the first list that has them).",
+)
+@click.option(
+    "--to",
+    "test_addresses",
+    multiple=True,
+    metavar="ADDRESS",
+    help="Send one test message to this address, not recorded (repeatable: one message each).",
+)
 @click.option("--dry-run", is_flag=True, help="Write the .eml files it would send to -o DIR; send nothing.")
 @output_option("out_dir", folder=True, help="Folder for --dry-run (default: build/<issue>/eml/).")
+@click.option("--force", is_flag=True, help="Send an issue dated after today now (sending publishes it at once).")
+@click.option(
+    "--allow-duplicates",
+    is_flag=True,
+    help="Mail people again who already got this issue through another list.",
+)
 @click.option("--retry-failed", is_flag=True, help="Try again the messages that failed temporarily.")
 @click.option("--include-permanent", is_flag=True, help="With --retry-failed: also those refused permanently (5xx).")
 @click.option(
@@ -304,56 +323,133 @@ def unsubscribe(email: str, reason: str, config_file: Path | None) -> None:
 @reports_errors
 def send(
     issue_file: Path | None,
-    list_name: str | None,
-    test_address: str | None,
+    list_names: tuple[str, ...],
+    test_addresses: tuple[str, ...],
     dry_run: bool,
     out_dir: Path | None,
+    force: bool,
+    allow_duplicates: bool,
     retry_failed: bool,
     include_permanent: bool,
     retry_uncertain: bool,
     yes: bool,
     config_file: Path | None,
 ) -> None:
-    """Send an issue to a list, exactly once per subscriber; run it again to resume."""
-    from mailer.compose.issues_folder import scan_issues, slug_of
+    """Send an issue to lists, exactly once per person; run it again to resume.
+
+    Without ISSUE_FILE: the newest ready issue not yet sent to the list (it asks first).
+    """
+    from mailer.compose.issues_folder import slug_of
     from mailer.delivery import send as sending
+    from mailer.delivery.send_guard import sendable_issue
     from mailer.settings import load_settings
 
+    if test_addresses and list_names:
+        raise click.UsageError("--to sends test messages outside any list; leave out --list (or --to)")
+    if not list_names and not test_addresses:
+        raise click.UsageError("name the list with --list (or test addresses with --to)")
+    if len(set(list_names)) != len(list_names):
+        raise click.UsageError("a list is named twice with --list")
     settings = load_settings(config_file)
-    if issue_file is None:
-        issue_file = scan_issues(settings.issues_dir, max_bytes=settings.max_issue_bytes).newest().path
-        click.echo(f"issue: {issue_file}")
-        if not yes and not test_address and not dry_run:
-            if not sys.stdin.isatty():
-                raise MailerError("no issue file named; name it, or pass --yes to send the newest one")
-            click.confirm(f"Send {issue_file} to '{list_name}'?", abort=True)
-    if not list_name and not test_address:
-        raise click.UsageError("name the list with --list (or a single address with --to)")
-    if not dry_run:
-        _warn_about_the_relay(settings)
-    if test_address:
-        click.echo(sending.run(sending.send_test(settings, issue_file, test_address)))
+    addresses = _test_addresses(test_addresses, settings)
+    if addresses:
+        issue_file = issue_file or _newest_issue(settings)
+        for address in addresses:
+            click.echo(f"{address}: {sending.run(sending.send_test(settings, issue_file, address))}")
         return
-    assert list_name is not None
     engine = _open_database(settings)
+    if issue_file is None:
+        issue_file = _choose_issue(engine, settings, list_names, force=force, ask=not (yes or dry_run))
     if dry_run:
         folder = out_dir or Path("build") / slug_of(issue_file) / "eml"
-        count = sending.run(sending.dry_run(engine, settings, issue_file, list_name, folder))
-        click.echo(f"dry run: wrote {count} messages to {folder}/; nothing was sent")
+        count = sending.run(
+            sending.dry_run(engine, settings, issue_file, list_names, folder, allow_duplicates=allow_duplicates)
+        )
+        click.echo(f"dry run: wrote {plural(count, 'message')} to {folder}/; nothing was sent")
         return
+    sendable_issue(issue_file, settings, force=force)
+    _warn_about_the_relay(settings)
     from mailer.delivery.smtp import SMTPSetupError
 
-    retries = {"retry_failed": retry_failed, "include_permanent": include_permanent, "retry_uncertain": retry_uncertain}
-    try:
-        summary = sending.run(_send_with_progress(engine, settings, issue_file, list_name, **retries))
-    except SMTPSetupError as error:  # the relay refused the session or cannot be reached: rows stay pending
-        click.echo(str(error), err=True)
+    options = {
+        "retry_failed": retry_failed,
+        "include_permanent": include_permanent,
+        "retry_uncertain": retry_uncertain,
+    }
+    if allow_duplicates:  # TEMP until send_to_list takes it
+        options["allow_duplicates"] = True
+    complete = True
+    for list_name in list_names:
+        try:
+            summary = sending.run(_send_with_progress(engine, settings, issue_file, list_name, **options))
+        except SMTPSetupError as error:  # the relay refused the session or cannot be reached: rows stay pending
+            click.echo(str(error), err=True)
+            sys.exit(ExitStatus.DELIVERY_FAILED)
+        click.echo(summary.line())
+        for line in summary.advice(issue_file):
+            click.echo(line, err=True)
+        complete = complete and summary.complete
+        if summary.interrupted:
+            break
+    if not complete:
         sys.exit(ExitStatus.DELIVERY_FAILED)
-    click.echo(summary.line())
-    for line in summary.advice(issue_file):
-        click.echo(line, err=True)
-    if not summary.complete:
-        sys.exit(ExitStatus.DELIVERY_FAILED)
+
+
+def _test_addresses(given: tuple[str, ...], settings: Settings) -> list[str]:
+    """Each --to checked as an import checks an address: one address each, valid, with a usable domain."""
+    from mailer.audience.addresses import InvalidAddress, normalise_email
+
+    addresses = []
+    for value in given:
+        if "," in value or ";" in value:
+            raise click.BadParameter(
+                f"{value!r}: one address per --to; repeat it for each: --to a@example.org --to b@example.org",
+                param_hint="--to",
+            )
+        try:
+            address, _ = normalise_email(value, special_use_domains=settings.special_use_domains)
+        except InvalidAddress as error:
+            raise click.BadParameter(f"{value!r} is not a valid address: {error}", param_hint="--to") from None
+        addresses.append(address)
+    return addresses
+
+
+def _newest_issue(settings: Settings) -> Path:
+    """For test sends without a file: the newest valid issue, drafts included (they are what gets proofread)."""
+    from mailer.compose.issues_folder import scan_issues
+
+    found = scan_issues(settings.issues_dir, max_bytes=settings.max_issue_bytes).newest()
+    click.echo(f"issue: {found.path} ({found.label})")
+    return found.path
+
+
+def _choose_issue(engine: Engine, settings: Settings, list_names: tuple[str, ...], *, force: bool, ask: bool) -> Path:
+    """The newest ready issue none of the lists has had, checked for sending, and confirmed at a terminal."""
+    from mailer.audience.lists import count_mailable
+    from mailer.compose.issues_folder import scan_issues
+    from mailer.delivery.send_guard import refuse_unsendable
+    from mailer.delivery.sent_issues import sent_to_list
+
+    scan = scan_issues(settings.issues_dir, max_bytes=settings.max_issue_bytes)
+    scan.refuse_to_guess(f"which issue to send to {_names(list_names)}")
+    picks = {name: scan.next_to_send(name, sent_to_list(engine, name)) for name in list_names}
+    found = picks[list_names[0]]
+    if any(pick != found for pick in picks.values()):
+        which = ", ".join(f"{name}: {pick.slug}" for name, pick in picks.items())
+        raise MailerError(f"the lists are not at the same issue ({which}); name the issue file")
+    refuse_unsendable(found.path, found.issue, today=dt.date.today(), force=force)
+    click.echo(f"issue: {found.path}")
+    if ask:
+        if not sys.stdin.isatty():
+            raise MailerError(f"no issue file named; name it, or pass --yes to send {found.label}")
+        count = plural(count_mailable(engine, list_names), "recipient")
+        click.confirm(f"Send {found.label} to {_names(list_names)} ({count})?", abort=True)
+    return found.path
+
+
+def _names(list_names: tuple[str, ...]) -> str:
+    """staff; staff and partners; staff, partners and press."""
+    return " and ".join(", ".join(list_names).rsplit(", ", 1))
 
 
 def _warn_about_the_relay(settings: Settings) -> None:
@@ -372,7 +468,7 @@ async def _send_with_progress(
     settings: Settings,
     issue_file: Path,
     list_name: str,
-    **retries: bool,
+    **options: bool,
 ) -> SendSummary:
     """A progress bar on a terminal, a line every 10 s otherwise; Ctrl-C finishes the messages in flight.
 
@@ -405,7 +501,7 @@ async def _send_with_progress(
     try:
         with _stopped_by_signals(stop):
             return await send_to_list(
-                engine, settings, issue_file, list_name, progress=progress, notice=notice, stop=stop, **retries
+                engine, settings, issue_file, list_name, progress=progress, notice=notice, stop=stop, **options
             )
     finally:
         if sys.stderr.isatty():
@@ -445,6 +541,8 @@ def status(issue_file: Path, list_name: str | None, config_file: Path | None) ->
     from mailer.compose.issues_folder import slug_of
     from mailer.delivery.delivery_status import delivery_status, issues_sent_to
 
+    if not issue_file.is_file():
+        raise MailerError(f"{issue_file}: no such file")
     engine = _database(config_file)
     names = [list_name] if list_name else issues_sent_to(engine, slug_of(issue_file))
     if not names:
@@ -503,25 +601,52 @@ def preview(files: tuple[Path, ...], port: int, host: str, no_open: bool, config
 
 
 @cli.command()
-@click.option("-o", "--output", "out_dir", type=click.Path(path_type=Path), default=Path("site"), show_default=True)
+@click.option(
+    "-o",
+    "--output",
+    "out_dir",
+    type=click.Path(path_type=Path),
+    default=Path("build/site"),
+    show_default=True,
+    help="The site's folder (build/ is git-ignored).",
+)
+@click.option("--strict", is_flag=True, help="Publish nothing, exit 1, if any issue file is broken.")
 @issues_option
 @config_option
 @reports_errors
-def publish(out_dir: Path, issues_dir: Path | None, config_file: Path | None) -> None:
-    """Write the archive as static files (index, Atom feed, each issue's web version) for any web server."""
+def publish(out_dir: Path, strict: bool, issues_dir: Path | None, config_file: Path | None) -> None:
+    """Write the archive as static files (index, Atom feed, each issue's web version) for any web server.
+
+    Broken issue files are left out with a warning, as mailer serve does; --strict refuses instead.
+    """
     from mailer.settings import load_settings
     from mailer.web.archive import publish as publish_site
-    from mailer.web.archive import scan_archive
 
     settings = load_settings(config_file, **({"issues_dir": issues_dir} if issues_dir else {}))
-    scan = scan_archive(settings.issues_dir, settings)
-    if scan.problems:
-        raise MailerError("\n".join([*scan.problems, f"{out_dir}: not published; fix the issue files above first"]))
-    for draft in scan.drafts:
-        click.echo(f"{draft.path}: dated {draft.date}, a draft until then; not published")
-    for path, size in publish_site(settings.issues_dir, out_dir, settings):
+    scan, written = publish_site(settings.issues_dir, out_dir, settings, sent=_went_out(settings), strict=strict)
+    for line in scan.report():
+        click.echo(line, err=True)
+    for path, size in written:
         click.echo(f"{path}  {size / 1024:.1f} KB")
-    click.echo(f"published {len(scan.entries)} issues to {out_dir}/ for {settings.archive_url}")
+    click.echo(f"published {plural(len(scan.entries), 'issue')} to {out_dir}/ for {settings.archive_url}")
+
+
+def _went_out(settings: Settings) -> Callable[[Collection[str]], Collection[str]]:
+    """The ledger's answer to "which of these issues went out"; nothing, when there is no database yet."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    from mailer.delivery.sent_issues import went_out
+
+    try:
+        url = make_url(settings.database_url)
+        missing = url.get_backend_name() == "sqlite" and bool(url.database) and not Path(url.database or "").exists()
+    except ArgumentError:
+        missing = False  # opening it says what is wrong, in one line
+    if missing:
+        return lambda slugs: ()
+    engine = _open_database(settings)
+    return lambda slugs: went_out(engine, slugs)
 
 
 @cli.command()
@@ -568,7 +693,13 @@ def serve(
     settings = load_settings(config_file)
     check_serve_settings(settings)
     _warn_about_the_relay(settings)
-    _database(config_file).dispose()  # created and migrated now; the workers open their own
+    engine = _database(config_file)  # created and migrated now; the workers open their own
+    from mailer.delivery.sent_issues import went_out
+    from mailer.web.archive import scan_archive
+
+    for line in scan_archive(settings.issues_dir, settings, sent=lambda slugs: went_out(engine, slugs)).report():
+        click.echo(line, err=True)
+    engine.dispose()
     check_port_free(host, port)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     click.echo(f"serving {settings.issues_dir}/ at http://{host}:{port}/ for {settings.archive_url} (Ctrl-C to stop)")

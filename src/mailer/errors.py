@@ -22,6 +22,12 @@ class MailerError(Exception):
         return [str(self)]
 
 
+class UsageError(MailerError):
+    """Options that do not go together: exit code 2, like click's own usage errors."""
+
+    exit_status = ExitStatus.USAGE
+
+
 @dataclass(frozen=True)
 class Problem:
     """One problem at one place of one file: `file:line:col: field: message`."""

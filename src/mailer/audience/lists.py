@@ -335,3 +335,15 @@ def mailable_subscribers(engine: Engine, list_name: str, *, batch: int = 1000) -
         )
         for row in conn.execute(query):
             yield Subscriber(row.id, row.email, row.name, dict(row.attributes))
+
+
+def count_mailable(engine: Engine, list_names: Collection[str]) -> int:
+    """How many people a send to these lists reaches: subscribed to any, not suppressed, each counted once."""
+    with engine.connect() as conn:
+        ids = [list_id_in(conn, name) for name in list_names]
+        query = (
+            sa.select(sa.func.count(sa.distinct(memberships.c.subscriber_id)))
+            .select_from(memberships.join(subscribers))
+            .where(memberships.c.list_id.in_(ids), memberships.c.status == SUBSCRIBED, ~_suppressed())
+        )
+        return int(conn.execute(query).scalar_one())

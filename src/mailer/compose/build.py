@@ -11,7 +11,7 @@ from mailer.compose.issues_folder import slug_of
 from mailer.compose.load import MAX_ISSUE_BYTES, load_issue
 from mailer.compose.model import Issue
 from mailer.compose.render import RenderedIssue, render_issue
-from mailer.errors import IssueFileError, MailerError, Problem
+from mailer.errors import IssueFileError, MailerError, Problem, UsageError
 from mailer.settings import Settings
 
 GMAIL_CLIP_BYTES = 102 * 1024
@@ -107,7 +107,7 @@ def build(
     paths: list[Path], settings: Settings, *, out_dir: Path | None = None, build_root: Path = Path("build")
 ) -> list[WrittenFile]:
     if out_dir is not None and len(paths) != 1:
-        raise MailerError("-o/--output names the folder of one issue; render several issues without it")
+        raise UsageError("-o/--output names the folder of one issue; render several issues without it")
     rendered = [
         (render_issue(issue, slug_of(path), settings), out_dir or build_root / slug_of(path))
         for path, issue in load_all(paths, max_bytes=settings.max_issue_bytes)

@@ -213,7 +213,7 @@ def draft_issue(feed: Feed, since: dt.date, *, today: dt.date) -> Draft:
             story["paragraphs"] = [_folded(text)]
         stories.append(story)
     count = f"{len(stories)} news {'item' if len(stories) == 1 else 'items'}"
-    issue: dict[str, Any] = {"title": f"{today:%B %Y} Monthly Update", "date": today}
+    issue: dict[str, Any] = {"title": f"{today:%B %Y} Monthly Update", "date": today, "status": "draft"}
     if feed.language:
         issue["language"] = feed.language
     issue["preheader"] = f"{count} since {human_date(since)}"
@@ -232,6 +232,7 @@ def _header(source: str, since: dt.date, today: dt.date, count: str) -> str:
         f"{SCHEMA_LINE}\n"
         f"# Drafted by `mailer draft` on {today.isoformat()} from {where}:\n"
         f"# {count} dated {since.isoformat()} or later. Check each story, then write the preheader.\n"
+        "# status: draft keeps it off the archive and out of list sends; set status: ready when it is.\n"
     )
 
 
@@ -264,11 +265,14 @@ def _dump(data: dict[str, Any]) -> str:
 
 
 def last_issue(folder: Path) -> LastIssue:
-    """The newest valid issue in the folder: the next draft starts at its date (--since last-issue)."""
+    """The newest valid ready issue in the folder: the next draft starts at its date (--since last-issue).
+
+    Drafts do not count: a draft started yesterday must not move the next one's start.
+    """
     scan = scan_issues(folder)
-    if not scan.issues:
-        raise MailerError(f"{folder}: no valid issue files to take the date from; give --since YYYY-MM-DD")
-    newest = scan.issues[0]
+    if not scan.ready:
+        raise MailerError(f"{folder}: no valid ready issue files to take the date from; give --since YYYY-MM-DD")
+    newest = scan.ready[0]
     skipped = tuple(f"{path}: not a valid issue; its date is not used for --since last-issue" for path in scan.broken)
     return LastIssue(path=newest.path, date=newest.issue.date, skipped=skipped)
 

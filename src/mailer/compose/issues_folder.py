@@ -1,13 +1,18 @@
-"""The issues folder: which files are issues, which of them are valid, and which is newest.
+"""The issues folder: which files are issues, which are valid, ready, public, and which is newest.
 
 The one scanner every command uses (send without a file, draft --since last-issue, the
 preview of all issues, the archive and publish), so they all agree on what "newest" means:
 the latest `date:` in the file, then the file name; never the file name alone.
+
+What went out to which list lives in the ledger, below this layer: callers pass the issue
+names it holds (`sent`), and the scanner decides with them.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -75,6 +80,15 @@ class IssueFile:
     def slug(self) -> str:
         return slug_of(self.path)
 
+    @property
+    def label(self) -> str:
+        """How a question or a message names it: 2016-02 'February 2016 Monthly Update'."""
+        return f"{self.slug} {self.issue.title!r}"
+
+    def public(self, today: dt.date, sent: Collection[str]) -> bool:
+        """On the archive: ready and its date has come, or it went out to a list (its emails link to it)."""
+        return self.slug in sent or (not self.issue.is_draft and self.issue.date <= today)
+
 
 @dataclass(frozen=True)
 class IssuesScan:
@@ -85,20 +99,58 @@ class IssuesScan:
     broken: list[Path]
     problems: list[str]
 
-    def newest(self) -> IssueFile:
-        """The issue with the latest date; refused while any file is broken, since it might be the newest."""
+    @property
+    def ready(self) -> list[IssueFile]:
+        """Valid issues not marked `status: draft`, newest first."""
+        return [found for found in self.issues if not found.issue.is_draft]
+
+    def unpublished(self, today: dt.date) -> list[IssueFile]:
+        """Drafts and issues dated later: hidden from the archive unless they went out to a list."""
+        return [found for found in self.issues if not found.public(today, ())]
+
+    def public(self, today: dt.date, sent: Collection[str] = ()) -> list[IssueFile]:
+        """What the archive shows, newest first: ready issues whose date has come, and every issue that went out."""
+        return [found for found in self.issues if found.public(today, sent)]
+
+    def refuse_to_guess(self, what: str) -> None:
+        """Picking by date is refused while any file is broken (the broken one might be the one wanted) or none is there."""
         if self.problems:
             raise MailerError(
                 "\n".join(
-                    [
-                        *self.problems,
-                        f"{self.folder}: cannot tell which issue is newest; fix the files above or name the issue file",
-                    ]
+                    [*self.problems, f"{self.folder}: cannot tell {what}; fix the files above or name the issue file"]
                 )
             )
         if not self.issues:
             raise MailerError(f"{self.folder}: no issue files; name one, e.g. {self.folder / '2016-02.yaml'}")
+
+    def newest(self) -> IssueFile:
+        """The valid issue with the latest date, drafts included (test sends proofread them)."""
+        self.refuse_to_guess("which issue is newest")
         return self.issues[0]
+
+    def next_to_send(self, list_name: str, sent_to_list: Collection[str]) -> IssueFile:
+        """The newest ready issue not yet sent to the list, and newer than every issue that was.
+
+        Never an older issue the list missed: sending it now is a decision to make by naming its file.
+        """
+        self.refuse_to_guess(f"which issue to send to {list_name}")
+        went = [found for found in self.issues if found.slug in sent_to_list]
+        last = went[0] if went else None
+
+        def newer(found: IssueFile) -> bool:
+            return last is None or (found.issue.date, found.slug) > (last.issue.date, last.slug)
+
+        candidates = [found for found in self.ready if newer(found)]
+        if candidates:
+            return candidates[0]
+        drafts = [found.slug for found in self.issues if found.issue.is_draft and newer(found)]
+        waiting = f" ({', '.join(drafts)}: status: draft)" if drafts else ""
+        if last is None:
+            raise MailerError(f"{self.folder}: no ready issue to send to {list_name}{waiting}; name the issue file")
+        raise MailerError(
+            f"nothing new to send to {list_name}: the last issue it was sent is {last.label}{waiting}; "
+            "name an issue file to send another"
+        )
 
 
 def issue_paths(folder: Path) -> list[Path]:

@@ -1,8 +1,9 @@
 """The public archive: which issues are published, their index page, Atom feed and web versions, and a static export.
 
 Pure functions over the issues folder: the web app (mailer serve) calls them per request, the
-CLI (mailer publish) once. An issue is published when it validates and its date has come; a
-broken file is left out and reported, never breaking the archive.
+CLI (mailer publish) once. An issue is published when it validates, is not a draft and its date
+has come, or as soon as it went out to a list (its emails link to it, whatever its date or
+status). A broken file is left out and reported, never breaking the archive.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import re
 import shutil
 import tempfile
 import xml.etree.ElementTree as ET
-from collections.abc import Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -21,7 +22,7 @@ from pathlib import Path
 from markupsafe import Markup
 
 from mailer.compose.build import write_atomically
-from mailer.compose.issues_folder import file_stamp, is_slug, load_cached, scan_issues, slug_of
+from mailer.compose.issues_folder import IssueFile, file_stamp, is_slug, load_cached, scan_issues, slug_of
 from mailer.compose.model import Issue, human_date
 from mailer.compose.render import render_issue
 from mailer.compose.templates import default_templates_dir
@@ -34,6 +35,9 @@ MARKER = ".mailer-publish"
 MARKER_TEXT = "Made by mailer publish; the next publish replaces this whole folder.\n"
 ATOM = "http://www.w3.org/2005/Atom"
 XML_LANG = "{http://www.w3.org/XML/1998/namespace}lang"
+
+SentLookup = Callable[[Collection[str]], Collection[str]]
+"""Which of these issue names went out to a list (the ledger's answer): public from then on."""
 
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 _NOT_CSS_FONT = re.compile(r"[^\w\s,'\"-]")
@@ -54,11 +58,28 @@ class ArchiveEntry:
 
 @dataclass(frozen=True)
 class ArchiveScan:
-    """What the issues folder holds: published issues newest first, drafts (dated later), and broken files."""
+    """What the issues folder holds: published issues newest first, the unpublished ones, and broken files."""
 
     entries: list[ArchiveEntry]
     drafts: list[ArchiveEntry]
+    """`status: draft`, not sent to any list."""
+    scheduled: list[ArchiveEntry]
+    """Ready but dated later, not sent to any list."""
     problems: list[str]
+    broken: list[Path]
+
+    def report(self) -> list[str]:
+        """What is left out and why, one line each: what serve logs and publish prints, alike."""
+        return [
+            *self.problems,
+            *(f"{path}: left out of the archive until it is valid (mailer check {path})" for path in self.broken),
+            *(f"{entry.path}: status: draft; not published" for entry in self.drafts),
+            *(f"{entry.path}: dated {entry.date.isoformat()}; published from that day" for entry in self.scheduled),
+        ]
+
+
+def _not_sent(slugs: Collection[str]) -> Collection[str]:
+    return ()
 
 
 def _entry(path: Path, issue: Issue, settings: Settings) -> ArchiveEntry:
@@ -74,15 +95,28 @@ def _entry(path: Path, issue: Issue, settings: Settings) -> ArchiveEntry:
     )
 
 
-def scan_archive(folder: Path, settings: Settings, *, today: dt.date | None = None) -> ArchiveScan:
-    """Sort the issue files into published, drafts and problems; one broken file never hides the others."""
+def scan_archive(
+    folder: Path, settings: Settings, *, today: dt.date | None = None, sent: SentLookup = _not_sent
+) -> ArchiveScan:
+    """Sort the issue files into published, drafts, scheduled and problems; one broken file never hides the others.
+
+    The ledger is asked only about the unpublished issues, usually none or one.
+    """
     today = today or dt.date.today()
     scan = scan_issues(folder, max_bytes=settings.max_issue_bytes)
-    entries = [_entry(found.path, found.issue, settings) for found in scan.issues]
+    hidden = scan.unpublished(today)
+    went_out = set(sent([found.slug for found in hidden])) if hidden else set()
+    waiting = [found for found in hidden if found.slug not in went_out]
+
+    def entries(found: list[IssueFile]) -> list[ArchiveEntry]:
+        return [_entry(item.path, item.issue, settings) for item in found]
+
     return ArchiveScan(
-        entries=[entry for entry in entries if entry.date <= today],
-        drafts=[entry for entry in entries if entry.date > today],
+        entries=entries(scan.public(today, went_out)),
+        drafts=entries([found for found in waiting if found.issue.is_draft]),
+        scheduled=entries([found for found in waiting if not found.issue.is_draft]),
         problems=scan.problems,
+        broken=scan.broken,
     )
 
 
@@ -121,8 +155,10 @@ def _render_web(path: Path, mtime_ns: int, size: int, same: _SettingsIdentity, t
     return render_issue(loaded, slug_of(path), same.settings).web_html
 
 
-def web_page(folder: Path, slug: str, settings: Settings, *, today: dt.date | None = None) -> str | None:
-    """The web version of a published issue; None for anything else (unknown, draft, broken, or a bad slug)."""
+def web_page(
+    folder: Path, slug: str, settings: Settings, *, today: dt.date | None = None, sent: SentLookup = _not_sent
+) -> str | None:
+    """The web version of a published issue; None for anything else (unknown, draft, dated later, broken, bad slug)."""
     if not is_slug(slug):
         return None
     path = folder / f"{slug}.yaml"
@@ -130,7 +166,9 @@ def web_page(folder: Path, slug: str, settings: Settings, *, today: dt.date | No
     if stamp is None or not path.is_file():
         return None
     loaded = load_cached(path, stamp, max_bytes=settings.max_issue_bytes)
-    if isinstance(loaded, tuple) or loaded.date > (today or dt.date.today()):
+    if isinstance(loaded, tuple):
+        return None
+    if not IssueFile(path, loaded).public(today or dt.date.today(), ()) and slug not in sent([slug]):
         return None
     return _render_web(path, *stamp, _SettingsIdentity(settings), _templates_stamp(settings))
 
@@ -262,10 +300,25 @@ def _swap(staging: Path, target: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def publish(folder: Path, out_dir: Path, settings: Settings, *, today: dt.date | None = None) -> list[tuple[Path, int]]:
-    """Export the archive as static files; everything is rendered first and swapped in whole, or nothing changes."""
+def publish(
+    folder: Path,
+    out_dir: Path,
+    settings: Settings,
+    *,
+    today: dt.date | None = None,
+    sent: SentLookup = _not_sent,
+    strict: bool = False,
+) -> tuple[ArchiveScan, list[tuple[Path, int]]]:
+    """Export the archive as static files; everything is rendered first and swapped in whole, or nothing changes.
+
+    A broken issue file is left out (see ArchiveScan.report); with `strict` it stops the publish instead.
+    """
     target = _publish_target(out_dir)
-    scan = scan_archive(folder, settings, today=today)
+    scan = scan_archive(folder, settings, today=today, sent=sent)
+    if strict and scan.problems:
+        raise MailerError(
+            "\n".join([*scan.problems, f"{out_dir}: not published (--strict): fix the issue files above"])
+        )
     files = {"index.html": index_page(scan.entries, settings), "feed.xml": atom_feed(scan.entries, settings)}
     templates = _templates_stamp(settings)
     for entry in scan.entries:
@@ -275,4 +328,4 @@ def publish(folder: Path, out_dir: Path, settings: Settings, *, today: dt.date |
         files[f"{entry.slug}/index.html"] = _render_web(entry.path, *stamp, _SettingsIdentity(settings), templates)
     _publish_target(out_dir)  # again: someone may have written into it while we rendered
     _swap(_stage(target, files), target)
-    return [(out_dir / name, len(content.encode("utf-8"))) for name, content in files.items()]
+    return scan, [(out_dir / name, len(content.encode("utf-8"))) for name, content in files.items()]

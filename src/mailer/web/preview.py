@@ -8,6 +8,7 @@ an invalid edit keeps the last good render and shows the errors as `mailer check
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import errno
 import json
 import socket
@@ -94,7 +95,19 @@ class Previewer:
             "sender": (settings.sender or "(sender not set)") if settings else "",
             "size_kb": round(size / 1024, 1),
             "size_warning": (size_warning(size) or "") if rendered else "",
+            "badge": badge(issue),
         }
+
+
+def badge(issue: Issue | None, today: dt.date | None = None) -> str:
+    """What the preview flags about an issue's status: a draft, or a date still to come."""
+    if issue is None:
+        return ""
+    if issue.is_draft:
+        return "Draft"
+    if issue.date > (today or dt.date.today()):
+        return f"Dated {issue.date.isoformat()}"
+    return ""
 
 
 def create_app(previewer: Previewer) -> Starlette:
@@ -107,8 +120,16 @@ def create_app(previewer: Previewer) -> Starlette:
         return previewer.previews[slug]
 
     async def index(request: Request) -> Response:
-        entries = sorted(previewer.previews, reverse=True)
-        return HTMLResponse(pages.get_template("index.html").render(slugs=entries))
+        entries = [
+            {
+                "slug": slug,
+                "title": preview.issue.title if preview.issue else "",
+                "date": preview.issue.date.isoformat() if preview.issue else "",
+                "badge": badge(preview.issue) if preview.issue else ("Errors" if preview.errors else ""),
+            }
+            for slug, preview in previewer.previews.items()
+        ]
+        return HTMLResponse(pages.get_template("index.html").render(entries=entries))
 
     async def page(request: Request) -> Response:
         try:

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import datetime as dt
 import email.policy
 import email.utils
@@ -20,8 +21,9 @@ import hmac
 import logging
 import secrets
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from sqlalchemy.engine import Engine
@@ -49,6 +51,7 @@ from mailer.audience.lists import (
     unsubscribe_from_list,
 )
 from mailer.delivery.headers import header_safe
+from mailer.delivery.sent_issues import went_out
 from mailer.delivery.smtp import DeliveryError, SMTPConnection
 from mailer.delivery.unsubscribe import BadToken, read_token
 from mailer.errors import ConfigError, MailerError
@@ -108,6 +111,8 @@ class PublicWeb:
     limiter: AttemptsPerIP
     now: Callable[[], float] = time.time
     """The clock of confirmation links (their time stamp and expiry); tests pass their own."""
+    reported: set[str] = field(default_factory=set)
+    """Archive warnings already logged by this worker."""
 
     def __post_init__(self) -> None:
         self.pages = page_templates("public_page")
@@ -363,9 +368,21 @@ class PublicWeb:
             request, "message.html", status=500, title="Not available", text="This page is not available right now."
         )
 
+    def went_out(self, slugs: Collection[str]) -> Collection[str]:
+        return went_out(self.engine, slugs)
+
+    def scan(self) -> archive.ArchiveScan:
+        """The archive as it is now; what it leaves out is logged once per reason, as mailer publish prints it."""
+        scan = archive.scan_archive(self.settings.issues_dir, self.settings, sent=self.went_out)
+        for line in scan.report():
+            if line not in self.reported:
+                self.reported.add(line)
+                log.warning("archive: %s", line)
+        return scan
+
     async def _published(self, request: Request) -> list[archive.ArchiveEntry] | Response:
         try:
-            scan = await run_in_threadpool(archive.scan_archive, self.settings.issues_dir, self.settings)
+            scan = await run_in_threadpool(self.scan)
         except MailerError as error:
             return self.unavailable(request, error)
         return scan.entries
@@ -385,7 +402,9 @@ class PublicWeb:
     async def web_version(self, request: Request) -> Response:
         slug = request.path_params["slug"]
         try:
-            html = await run_in_threadpool(archive.web_page, self.settings.issues_dir, slug, self.settings)
+            html = await run_in_threadpool(
+                partial(archive.web_page, sent=self.went_out), self.settings.issues_dir, slug, self.settings
+            )
         except MailerError as error:
             return self.unavailable(request, error)
         if html is None:
@@ -424,6 +443,8 @@ def check_serve_settings(settings: Settings) -> str:
 def create_app(settings: Settings, engine: Engine, *, now: Callable[[], float] = time.time) -> Starlette:
     secret = check_serve_settings(settings)
     web = PublicWeb(settings, engine, secret, AttemptsPerIP(settings.subscribe_per_ip_per_hour), now)
+    with contextlib.suppress(MailerError):  # mailer serve printed these at start; log only what changes later
+        web.reported.update(archive.scan_archive(settings.issues_dir, settings, sent=web.went_out).report())
     return Starlette(routes=_routes(web))
 
 
