@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from tests.browser import chromium
-from tests.conftest import ROOT, read_line
+from tests.conftest import MINIMAL, ROOT, read_line
 from tests.smtp_server import free_port
 
 if TYPE_CHECKING:
@@ -152,6 +152,31 @@ def _outside_address() -> str | None:
         except OSError:
             return None
     return None if address.startswith("127.") else str(address)
+
+
+def test_a_draft_is_previewed_with_a_visible_draft_badge_that_follows_the_file(browser: Browser, workdir: Path) -> None:
+    draft = workdir / "issues" / "2016-03.yaml"
+    draft.write_text(MINIMAL + "status: draft\n", encoding="utf-8")
+    preview = PreviewServer(workdir)
+    try:
+        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        page.goto(preview.url)
+        items = page.locator("li")
+        assert items.nth(0).inner_text() == "2016-03 March 2016 Monthly Update 2016-03-10 DRAFT"
+        assert items.nth(1).inner_text().startswith("2016-02 February 2016 Monthly Update")
+        assert "DRAFT" not in items.nth(1).inner_text()
+
+        page.goto(f"{preview.url}/issue/2016-03/")
+        badge = page.locator("#badge")
+        assert badge.is_visible() and badge.inner_text() == "DRAFT"
+        draft.write_text(MINIMAL, encoding="utf-8")  # ready now: the badge goes without a reload
+        badge.wait_for(state="hidden", timeout=15_000)
+
+        page.goto(f"{preview.url}/issue/2016-02/")
+        assert not page.locator("#badge").is_visible()
+        page.close()
+    finally:
+        preview.stop()
 
 
 def test_only_loopback_can_connect(shared_server: PreviewServer) -> None:

@@ -103,7 +103,7 @@ def test_test_send_and_dry_run_record_nothing(
     result = mailer(workdir, env, "send", "issues/2016-02.yaml", "--to", "me@example.org")
     assert (result.exit_code, result.stdout) == (0, "250 2.0.0 queued\n")
     dry = mailer(workdir, env, *SEND, "--dry-run", "-o", "out")
-    assert dry.stdout == "dry run: wrote 1 messages to out/; nothing was sent\n"
+    assert dry.stdout == "dry run: wrote 1 message to out/; nothing was sent\n"
     [eml] = (workdir / "out").iterdir()
     assert b"To: Ana <ana@example.org>" in eml.read_bytes()
     assert mailer(workdir, env, "status", "issues/2016-02.yaml").stdout == "2016-02 has not been sent to any list\n"

@@ -139,7 +139,7 @@ def test_drafts_and_later_dates_stay_off_the_published_site_until_sent(
     later = run_cli("send", "issues/2099-01.yaml", "--list", "staff", cwd=workdir, env=env)
     assert later.exit_code == ExitStatus.INVALID_INPUT
     assert later.stderr == (
-        f"issues/2099-01.yaml: dated {LATER}, after today: its web version (the \"view in browser\" link) "
+        f'issues/2099-01.yaml: dated {LATER}, after today: its web version (the "view in browser" link) '
         "is not published until then; send it on or after that day, or pass --force to send it now "
         "(sending publishes it at once)\n"
     )

@@ -777,7 +777,9 @@ def draft(
         click.echo(result.text, nl=False)
         return
     write_draft(out_file, result.text, force=force)
-    click.echo(f"wrote {out_file}: {result.stories} news stories; check it with: mailer check {out_file}")
+    click.echo(
+        f"wrote {out_file}: {plural(result.stories, 'news story', 'news stories')}; check it with: mailer check {out_file}"
+    )
 
 
 def main() -> None:

@@ -46,6 +46,7 @@ from mailer.compose.model import human_date
 from mailer.compose.newsfeed import CONTROL_CHARACTERS, Feed, FeedItem, text_blocks
 from mailer.errors import MailerError
 from mailer.urls import check_absolute_url
+from mailer.wording import plural
 
 TEASER_LIMIT = 300
 LONG_SENTENCE_LIMIT = 450
@@ -212,7 +213,7 @@ def draft_issue(feed: Feed, since: dt.date, *, today: dt.date) -> Draft:
             text = escape_markup(lead)
             story["paragraphs"] = [_folded(text)]
         stories.append(story)
-    count = f"{len(stories)} news {'item' if len(stories) == 1 else 'items'}"
+    count = plural(len(stories), "news item")
     issue: dict[str, Any] = {"title": f"{today:%B %Y} Monthly Update", "date": today, "status": "draft"}
     if feed.language:
         issue["language"] = feed.language
