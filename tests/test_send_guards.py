@@ -263,19 +263,24 @@ def _ask(workdir: Path, env: dict[str, str | None], answer: str) -> tuple[int, s
     return process.returncode, output
 
 
-def test_send_without_a_file_asks_first_at_a_terminal(
+def test_send_without_a_file_asks_first_at_a_terminal_counting_only_who_has_not_had_it(
     workdir: Path, staff: Engine, env: dict[str, str | None], smtp_server: SMTPServer
 ) -> None:
     add_subscriber(staff, "staff", "cy@example.org")
+    create_list(staff, "partners")
+    add_subscriber(staff, "partners", "ana@example.org")
+    partners = run_cli("send", "issues/2016-02.yaml", "--list", "partners", cwd=workdir, env=env)
+    assert partners.exit_code == 0, partners.stderr
+
     code, output = _ask(workdir, env, "n")
     assert code == 1
-    assert "Send 2016-02 'February 2016 Monthly Update' to staff (3 recipients)? [y/N]" in output
+    assert "Send 2016-02 'February 2016 Monthly Update' to staff (2 recipients)? [y/N]" in output  # ana had it
     assert "Aborted" in output
-    assert ledger_rows(staff, "2016-02") == 0 and smtp_server.recorder.delivered() == {}
+    assert smtp_server.recorder.delivered() == {"ana@example.org": 1}
 
     code, output = _ask(workdir, env, "y")
     assert code == 0, output
-    assert set(smtp_server.recorder.delivered()) == {"ana@example.org", "bob@example.org", "cy@example.org"}
+    assert smtp_server.recorder.delivered() == {"ana@example.org": 1, "bob@example.org": 1, "cy@example.org": 1}
 
     piped = run_cli("send", "--list", "staff", cwd=workdir, env=env)  # not a terminal, no --yes: never sends
     assert piped.exit_code == ExitStatus.INVALID_INPUT

@@ -359,7 +359,9 @@ def send(
         return
     engine = _open_database(settings)
     if issue_file is None:
-        issue_file = _choose_issue(engine, settings, list_names, force=force, ask=not (yes or dry_run))
+        issue_file = _choose_issue(
+            engine, settings, list_names, force=force, ask=not (yes or dry_run), allow_duplicates=allow_duplicates
+        )
     if dry_run:
         folder = out_dir or Path("build") / slug_of(issue_file) / "eml"
         count = sending.run(
@@ -423,12 +425,13 @@ def _newest_issue(settings: Settings) -> Path:
     return found.path
 
 
-def _choose_issue(engine: Engine, settings: Settings, list_names: tuple[str, ...], *, force: bool, ask: bool) -> Path:
+def _choose_issue(
+    engine: Engine, settings: Settings, list_names: tuple[str, ...], *, force: bool, ask: bool, allow_duplicates: bool
+) -> Path:
     """The newest ready issue none of the lists has had, checked for sending, and confirmed at a terminal."""
-    from mailer.audience.lists import count_mailable
     from mailer.compose.issues_folder import scan_issues
     from mailer.delivery.send_guard import refuse_unsendable
-    from mailer.delivery.sent_issues import sent_to_list
+    from mailer.delivery.sent_issues import recipients_left, sent_to_list
 
     scan = scan_issues(settings.issues_dir, max_bytes=settings.max_issue_bytes)
     scan.refuse_to_guess(f"which issue to send to {_names(list_names)}")
@@ -442,7 +445,8 @@ def _choose_issue(engine: Engine, settings: Settings, list_names: tuple[str, ...
     if ask:
         if not sys.stdin.isatty():
             raise MailerError(f"no issue file named; name it, or pass --yes to send {found.label}")
-        count = plural(count_mailable(engine, list_names), "recipient")
+        left = recipients_left(engine, found.slug, list_names, allow_duplicates=allow_duplicates)
+        count = plural(left, "recipient")
         click.confirm(f"Send {found.label} to {_names(list_names)} ({count})?", abort=True)
     return found.path
 

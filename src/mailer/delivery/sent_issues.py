@@ -7,9 +7,9 @@ from collections.abc import Collection
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from mailer.audience.database import deliveries
-from mailer.audience.lists import list_id
-from mailer.delivery.ledger import SENDING, SENT, UNCERTAIN
+from mailer.audience.database import SUBSCRIBED, deliveries, memberships, subscribers, suppressions
+from mailer.audience.lists import list_id, list_id_in
+from mailer.delivery.ledger import SENDING, SENT, SKIPPED, UNCERTAIN
 
 MAY_HAVE_ARRIVED = (SENT, SENDING, UNCERTAIN)
 """A row in one of these states may be in someone's inbox, linking to the issue's web version."""
@@ -34,3 +34,30 @@ def sent_to_list(engine: Engine, list_name: str) -> set[str]:
     lid = list_id(engine, list_name)
     with engine.connect() as conn:
         return set(conn.execute(sa.select(deliveries.c.issue).where(deliveries.c.list_id == lid).distinct()).scalars())
+
+
+def recipients_left(engine: Engine, issue: str, list_names: Collection[str], *, allow_duplicates: bool = False) -> int:
+    """How many people a send of the issue to these lists would mail now: each once, minus who already had it.
+
+    "Had it" is any ledger row for the issue that is not skipped: through any list, or with
+    `allow_duplicates` through these lists only.
+    """
+    with engine.connect() as conn:
+        ids = [list_id_in(conn, name) for name in list_names]
+        had_it = sa.exists().where(
+            deliveries.c.issue == issue,
+            deliveries.c.subscriber_id == memberships.c.subscriber_id,
+            deliveries.c.status != SKIPPED,
+            deliveries.c.list_id.in_(ids) if allow_duplicates else sa.true(),
+        )
+        query = (
+            sa.select(sa.func.count(sa.distinct(memberships.c.subscriber_id)))
+            .select_from(memberships.join(subscribers))
+            .where(
+                memberships.c.list_id.in_(ids),
+                memberships.c.status == SUBSCRIBED,
+                ~sa.exists().where(suppressions.c.email_key == subscribers.c.email_key),
+                ~had_it,
+            )
+        )
+        return int(conn.execute(query).scalar_one())
