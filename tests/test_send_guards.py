@@ -289,6 +289,16 @@ def test_send_without_a_file_asks_first_at_a_terminal_counting_only_who_has_not_
 # --- test sends ---------------------------------------------------------------------------------------
 
 
+def test_to_without_a_file_proofreads_the_newest_issue_even_a_draft(
+    workdir: Path, env: dict[str, str | None], smtp_server: SMTPServer
+) -> None:
+    write_issue(workdir, "2016-03", date="2016-03-10", status="draft", title="Draft March")
+    result = run_cli("send", "--to", "me@example.org", cwd=workdir, env=env)
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.splitlines()[0] == "issue: issues/2016-03.yaml (2016-03 'Draft March')"
+    assert [str(message["Subject"]) for message in received(smtp_server)] == ["Draft March"]
+
+
 def test_to_repeats_one_message_each_addressed_to_that_address_alone(
     workdir: Path, env: dict[str, str | None], smtp_server: SMTPServer
 ) -> None:
@@ -325,7 +335,12 @@ def test_to_refuses_what_an_import_would_refuse_and_sends_nothing(
 # --- consistent edges ---------------------------------------------------------------------------------
 
 
-def test_usage_mistakes_exit_2_and_a_missing_file_exits_1(workdir: Path) -> None:
+def test_usage_mistakes_exit_2_and_a_missing_file_exits_1(workdir: Path, smtp_server: SMTPServer) -> None:
+    for extra in (["--list", "staff"], ["--dry-run"]):
+        mixed = run_cli("send", "issues/2016-02.yaml", "--to", "me@example.org", *extra, cwd=workdir)
+        assert mixed.exit_code == ExitStatus.USAGE, extra
+    assert smtp_server.recorder.messages == []
+
     render = run_cli("render", "issues/2016-02.yaml", "issues/2015-10.yaml", "-o", "out", cwd=workdir)
     assert render.exit_code == ExitStatus.USAGE
     assert render.stderr == "-o/--output names the folder of one issue; render several issues without it\n"

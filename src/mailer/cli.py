@@ -348,6 +348,8 @@ def send(
         raise click.UsageError("--to sends test messages outside any list; leave out --list (or --to)")
     if not list_names and not test_addresses:
         raise click.UsageError("name the list with --list (or test addresses with --to)")
+    if test_addresses and (dry_run or force or allow_duplicates):
+        raise click.UsageError("--dry-run, --force and --allow-duplicates are for list sends; --to sends test messages")
     if len(set(list_names)) != len(list_names):
         raise click.UsageError("a list is named twice with --list")
     settings = load_settings(config_file)
@@ -377,9 +379,8 @@ def send(
         "retry_failed": retry_failed,
         "include_permanent": include_permanent,
         "retry_uncertain": retry_uncertain,
+        "allow_duplicates": allow_duplicates,
     }
-    if allow_duplicates:  # TEMP until send_to_list takes it
-        options["allow_duplicates"] = True
     complete = True
     for list_name in list_names:
         try:
