@@ -86,8 +86,8 @@ def test_config_problems_are_one_line_each(project: Path) -> None:
     result = mailer("render", "issues/2016-02.yaml", cwd=project)
     assert result.exit_code == 1
     assert result.stderr == (
-        "mailer.toml: public_url: must be an absolute http(s) or mailto URL, got 'newsletter.example.org'\n"
-        "mailer.toml: branding.nmae: Extra inputs are not permitted\n"
+        "mailer.toml:1: public_url: must be an absolute http(s) or mailto URL, got 'newsletter.example.org'\n"
+        "mailer.toml:3: branding.nmae: unknown setting; did you mean 'name'?\n"
     )
 
 

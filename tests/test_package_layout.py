@@ -16,7 +16,17 @@ BELOW = {
     "top": {"top"},
 }
 """What each stage may import; `top` is settings, errors, urls and config_report (cli sits above all)."""
-TOP_MODULES = {"settings", "errors", "urls", "config_report", "__init__", "__main__"}
+TOP_MODULES = {
+    "settings",
+    "settings_sources",
+    "toml_lines",
+    "errors",
+    "urls",
+    "wording",
+    "config_report",
+    "__init__",
+    "__main__",
+}
 
 
 def _stage_of(module: str) -> str | None:

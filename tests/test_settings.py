@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +10,8 @@ import pytest
 from mailer.config_report import describe_settings
 from mailer.errors import ConfigError
 from mailer.settings import load_settings
+from mailer.toml_lines import toml_key_lines
+from tests.cli_helpers import run_cli
 
 SECRET = "s3cret-Pa55word-that-must-never-show"
 UNSUBSCRIBE_SECRET = "u" * 31 + "-unsubscribe-key"
@@ -222,7 +225,7 @@ def test_the_smtp_port_follows_the_tls_mode_unless_set(tls: str, port: int) -> N
 @pytest.mark.parametrize("field", ["sender", "reply_to"])
 def test_header_injection_is_refused(field: str) -> None:
     write_config(f'public_url = "https://news.example.org"\n{field} = "news@icmpd.org\\r\\nBcc: x@y"\n')
-    assert config_error() == f"mailer.toml: {field}: must not contain line breaks (CR or LF)"
+    assert config_error() == f"mailer.toml:2: {field}: must not contain line breaks (CR or LF)"
     write_config()
     assert config_error(**{field: "ICMPD <news@icmpd.org>\nBcc: x@y"}) == (
         f"mailer.toml: {field}: must not contain line breaks (CR or LF)"
@@ -277,3 +280,291 @@ def test_dkim_needs_both_the_key_and_the_selector() -> None:
     )
     settings = load_settings(dkim_selector="news2024", dkim_key_file=Path("dkim.pem"))
     assert (settings.dkim_selector, settings.dkim_key_file) == ("news2024", Path("dkim.pem"))
+
+
+INTEGER = "Input should be a valid integer, unable to parse string as an integer"
+COLOUR = "String should match pattern '^#[0-9a-fA-F]{6}$'"
+
+
+def refused(*args: str, env: Mapping[str, str | None] | None = None) -> list[str]:
+    """`mailer ARGS` in the project folder: it must fail with exit code 1, one line per problem, no traceback."""
+    result = run_cli(*args, cwd=Path.cwd(), env=env)
+    assert (result.exit_code, result.stdout) == (1, ""), result.output
+    assert "Traceback" not in result.stderr
+    return result.stderr.splitlines()
+
+
+def test_a_bad_value_in_the_config_file_names_the_line_of_its_key() -> None:
+    write_config(
+        'public_url = "https://news.example.org"\n'
+        "# the relay\n"
+        'smtp_host = "mail.example.org"\n'
+        'smtp_port = "abc"\n'
+        'note = """\n'
+        'smtp_port = "not a key: inside a string"\n'
+        '"""\n'
+        "[branding]\n"
+        'name = "ICMPD"\n'
+        "[branding.colours]\n"
+        'accent = "#e69138"\n'
+        'primary = "blue"\n'
+        "[branding.logo]\n"
+        'src = "https://www.icmpd.org/logo.png"\n'
+        "[[branding.social]]\n"
+        'label = "ICMPD on Twitter"\n'
+        'url = "https://twitter.com/ICMPD"\n'
+        'icon = "https://www.icmpd.org/twitter.png"\n'
+        "[[branding.social]]\n"
+        'label = "ICMPD on Facebook"\n'
+        'url = "facebook.com/ICMPD"\n'
+        'icon = "https://www.icmpd.org/facebook.png"\n'
+    )
+    assert refused("config") == [
+        f"mailer.toml:4: smtp_port: {INTEGER}",
+        "mailer.toml:5: note: unknown setting; no setting has a similar name",
+        f"mailer.toml:12: branding.colours.primary: {COLOUR}",
+        "mailer.toml:13: branding.logo.alt: required; set it in mailer.toml or MAILER_BRANDING__LOGO__ALT",
+        "mailer.toml:21: branding.social[1].url: must be an absolute http(s) or mailto URL, got 'facebook.com/ICMPD'",
+    ]
+
+
+def test_a_config_file_that_is_not_toml_names_line_and_column() -> None:
+    write_config('public_url = "https://news.example.org"\nsmtp_port = \n')
+    assert refused("config") == ["mailer.toml:2:13: Invalid value"]
+
+
+def test_a_bad_value_in_dotenv_names_its_line_and_variable() -> None:
+    write_config(
+        dotenv="# mailer and the database container share this file\n"
+        "POSTGRES_PASSWORD=postgres\n"
+        "\n"
+        "MAILER_SMTP_HOST=mail.example.org\n"
+        "export MAILER_SMTP_PORT=abc\n"
+        'MAILER_BRANDING__COLOURS__PRIMARY="blue"\n'
+        "MAILER_SPECIAL_USE_DOMAINS=test\n"
+    )
+    assert refused("check", "issues/2016-02.yaml") == [
+        f".env:5: MAILER_SMTP_PORT: {INTEGER}",
+        f".env:6: MAILER_BRANDING__COLOURS__PRIMARY: {COLOUR}",
+        ".env:7: MAILER_SPECIAL_USE_DOMAINS: not valid JSON (Expecting value: line 1 column 1 (char 0)); "
+        'lists and tables are written as JSON here, e.g. ["a", "b"] or {"name": "x"}',
+    ]
+
+
+def test_a_bad_environment_variable_is_named_with_its_value() -> None:
+    write_config()
+    env = {
+        "MAILER_SMTP_PORT": "abc",
+        "MAILER_SMTP_TLS": "start tls",
+        "MAILER_BRANDING": '{"name": "Json", "colours": {"primary": "blue"}}',
+        "MAILER_DATABASE_URL": "",
+    }
+    assert refused("check", "issues/2016-02.yaml", env=env) == [
+        f"MAILER_BRANDING: branding.colours.primary: {COLOUR}",
+        "MAILER_DATABASE_URL='': database_url: String should have at least 1 character",
+        f"MAILER_SMTP_PORT=abc: smtp_port: {INTEGER}",
+        "MAILER_SMTP_TLS='start tls': smtp_tls: Input should be 'starttls', 'tls' or 'none'",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("toml", "dotenv", "env", "expected"),
+    [
+        ("smtp_prot = 2525\n", None, {}, "mailer.toml:2: smtp_prot: unknown setting; did you mean 'smtp_port'?"),
+        ("[branding]\nnmae = 'X'\n", None, {}, "mailer.toml:3: branding.nmae: unknown setting; did you mean 'name'?"),
+        (
+            "[branding.colours]\nprimray = '#111111'\n",
+            None,
+            {},
+            "mailer.toml:3: branding.colours.primray: unknown setting; did you mean 'primary'?",
+        ),
+        ("[brandnig]\nname = 'X'\n", None, {}, "mailer.toml:2: brandnig: unknown setting; did you mean 'branding'?"),
+        (
+            "[[branding.social]]\nlabel = 'X'\nurl = 'https://x.org/'\nicon = 'https://x.org/i.png'\nicno = 'y'\n",
+            None,
+            {},
+            "mailer.toml:6: branding.social[0].icno: unknown setting; did you mean 'icon'?",
+        ),
+        (
+            "",
+            "A=1\nMAILER_SMTP_PROT=2525\n",
+            {},
+            ".env:2: MAILER_SMTP_PROT: unknown setting; did you mean MAILER_SMTP_PORT?",
+        ),
+        (
+            "",
+            "MAILER_BRANDING__NMAE=X\n",
+            {},
+            ".env:1: MAILER_BRANDING__NMAE: unknown setting; did you mean MAILER_BRANDING__NAME?",
+        ),
+        ("", None, {"MAILER_SMTP_PROT": "2525"}, "MAILER_SMTP_PROT: unknown setting; did you mean MAILER_SMTP_PORT?"),
+        (
+            "",
+            None,
+            {"MAILER_BRANDING__COLOURS__PRIMRY": "#111111"},
+            "MAILER_BRANDING__COLOURS__PRIMRY: unknown setting; did you mean MAILER_BRANDING__COLOURS__PRIMARY?",
+        ),
+        (
+            "",
+            None,
+            {"MAILER_BRANDIN__NAME": "X"},
+            "MAILER_BRANDIN__NAME: unknown setting; did you mean MAILER_BRANDING__NAME?",
+        ),
+        (
+            "",
+            None,
+            {"MAILER_BRANDING__COLOURS__BORDER": "#111111"},
+            "MAILER_BRANDING__COLOURS__BORDER: unknown setting; "
+            "known settings: primary, accent, text, muted, background, content",
+        ),
+        (
+            "",
+            None,
+            {"MAILER_DSN": "smtp://user:pass@mail.example.org"},
+            "MAILER_DSN: unknown setting; no setting has a similar name; unset it if another program uses it",
+        ),
+    ],
+)
+def test_a_typo_in_any_source_is_an_error_with_the_nearest_name(
+    toml: str, dotenv: str | None, env: dict[str, str | None], expected: str
+) -> None:
+    write_config('public_url = "https://news.example.org"\n' + toml, dotenv=dotenv)
+    assert refused("config", env=env) == [expected]
+
+
+def test_every_problem_of_every_source_is_reported_at_once() -> None:
+    write_config('public_url = "https://news.example.org"\nsmtp_timeout = "soon"\n', dotenv="MAILER_SENDR=x@y.org\n")
+    assert refused("config", env={"MAILER_SMTP_POOL_SIZE": "0"}) == [
+        "MAILER_SMTP_POOL_SIZE=0: smtp_pool_size: Input should be greater than or equal to 1",
+        ".env:1: MAILER_SENDR: unknown setting; did you mean MAILER_SENDER?",
+        "mailer.toml:2: smtp_timeout: Input should be a valid number, unable to parse string as a number",
+    ]
+
+
+def test_dotenv_lines_for_other_programs_are_ignored() -> None:
+    write_config(
+        dotenv="# shared with docker compose\n"
+        "DATABASE_PASSWORD=hunter2\n"
+        "PATH=/nowhere\n"
+        "export SECRET_KEY='abc'\n"
+        "mailer=not-ours-either\n"
+        "MAILERS=2\n"
+        "MAILER_SMTP_HOST=dotenv.example.org\n"
+    )
+    result = run_cli("config", cwd=Path.cwd(), env={"MAILER_CONFIG": "mailer.toml"})
+    assert (result.exit_code, result.stderr) == (0, "")
+    assert 'smtp_host = "dotenv.example.org"  (.env)' in result.stdout.splitlines()
+    assert 'public_url = "https://news.example.org"  (mailer.toml)' in result.stdout.splitlines()
+    assert "hunter2" not in result.stdout and os.environ.get("DATABASE_PASSWORD") is None
+
+
+SHORT_SECRET = SECRET[:20]
+NUMBER_PASSWORD = "1234567890987654321"
+TOO_SHORT = (
+    "must be at least 32 characters; make one with python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
+)
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        (
+            "environment",
+            [
+                "MAILER_SMTP_PASSWORD__X: unknown setting; did you mean MAILER_SMTP_PASSWORD?",
+                "MAILER_SMTP_PASWORD: unknown setting; did you mean MAILER_SMTP_PASSWORD?",
+                f"MAILER_UNSUBSCRIBE_SECRET: unsubscribe_secret: {TOO_SHORT}",
+            ],
+        ),
+        (
+            ".env",
+            [
+                f".env:1: MAILER_UNSUBSCRIBE_SECRET: {TOO_SHORT}",
+                ".env:2: MAILER_SMTP_PASWORD: unknown setting; did you mean MAILER_SMTP_PASSWORD?",
+            ],
+        ),
+        (
+            "mailer.toml",
+            [
+                f"mailer.toml:2: unsubscribe_secret: {TOO_SHORT}",
+                "mailer.toml:3: smtp_password: Input should be a valid string",
+                "mailer.toml:4: smtp_pasword: unknown setting; did you mean 'smtp_password'?",
+            ],
+        ),
+    ],
+)
+def test_secrets_never_show_in_errors(source: str, expected: list[str]) -> None:
+    """A short unsubscribe_secret, a password that is no string, a misspelt password setting: named, never echoed."""
+    toml, dotenv, env = 'public_url = "https://news.example.org"\n', "", {}
+    if source == "environment":
+        env = {
+            "MAILER_UNSUBSCRIBE_SECRET": SHORT_SECRET,
+            "MAILER_SMTP_PASWORD": SECRET,
+            "MAILER_SMTP_PASSWORD__X": SECRET,
+        }
+    elif source == ".env":
+        dotenv = f"MAILER_UNSUBSCRIBE_SECRET={SHORT_SECRET}\nMAILER_SMTP_PASWORD={SECRET}\n"
+    else:
+        toml += f'unsubscribe_secret = "{SHORT_SECRET}"\nsmtp_password = {NUMBER_PASSWORD}\nsmtp_pasword = "{SECRET}"\n'
+    write_config(toml, dotenv=dotenv)
+    lines = refused("config", env=env)
+    assert lines == expected
+    for fragment in (SECRET[:8], SECRET[-8:], SHORT_SECRET[-8:], NUMBER_PASSWORD[:8]):
+        assert fragment not in "\n".join(lines)
+
+
+def test_config_reports_the_place_an_error_would_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`mailer config` and the errors read the same sources: lower-case variables, a whole table as JSON."""
+    write_config(dotenv="\nmailer_smtp_host=dotenv.example.org\n")
+    monkeypatch.setenv("mailer_branding__name", "Env")
+    monkeypatch.setenv("MAILER_CONFIG", "mailer.toml")
+    lines = describe_settings()
+    assert 'smtp_host = "dotenv.example.org"  (.env)' in lines
+    assert 'branding.name = "Env"  (environment (mailer_branding__name))' in lines
+    monkeypatch.setenv("mailer_branding__name", "")
+    assert config_error() == "mailer_branding__name='': branding.name: String should have at least 1 character"
+
+
+def test_toml_key_lines_follow_the_structure_not_the_text() -> None:
+    text = (
+        '"quoted key" = "a = b # not a comment"  # comment with a "quote\n'
+        'ml = """\n'
+        "[not_a_table]\n"
+        'key = "x" \\"""\n'
+        '"""\n'
+        "arr = [\n"
+        '  "a", # c\n'
+        "  { x = 1, y = [3] },\n"
+        "]\n"
+        "[ t . u ]\r\n"
+        "x.y = 1\r\n"
+        "[[aot]]\n"
+        "[[aot.sub]]\n"
+        "[[aot]]\n"
+        "[[aot.sub]]\n"
+        "[[aot.sub]]\n"
+        "m = 3\n"
+    )
+    assert toml_key_lines(text) == {
+        ("quoted key",): 1,
+        ("ml",): 2,
+        ("arr",): 6,
+        ("arr", 0): 7,
+        ("arr", 1): 8,
+        ("arr", 1, "x"): 8,
+        ("arr", 1, "y"): 8,
+        ("arr", 1, "y", 0): 8,
+        ("t",): 10,
+        ("t", "u"): 10,
+        ("t", "u", "x"): 11,
+        ("t", "u", "x", "y"): 11,
+        ("aot",): 12,
+        ("aot", 0): 12,
+        ("aot", 0, "sub"): 13,
+        ("aot", 0, "sub", 0): 13,
+        ("aot", 1): 14,
+        ("aot", 1, "sub"): 15,
+        ("aot", 1, "sub", 0): 15,
+        ("aot", 1, "sub", 1): 16,
+        ("aot", 1, "sub", 1, "m"): 17,
+    }

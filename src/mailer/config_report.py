@@ -3,38 +3,26 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, get_args
 
 from pydantic import BaseModel, SecretStr
 from pydantic.fields import FieldInfo
 from pydantic_core import to_jsonable_python
-from pydantic_settings import DotEnvSettingsSource, EnvSettingsSource, TomlConfigSettingsSource
 
-from mailer.settings import MASK, Settings, config_path, load_settings, mask_url_password
+from mailer.settings import MASK, Settings, load_settings_and_sources, mask_url_password
 
 Key = tuple[str, ...]
 
 
 def describe_settings(config_file: Path | None = None, **overrides: object) -> list[str]:
     """One line per effective setting, `name = value  (source)`, in the order the fields are declared."""
-    settings = load_settings(config_file, **overrides)
-    settings_cls = type(settings)
-    env = EnvSettingsSource(settings_cls)
-    sources: list[tuple[str, Mapping[str, Any], EnvSettingsSource | None]] = [
-        ("flag", overrides, None),
-        ("environment", env(), env),
-        (".env", DotEnvSettingsSource(settings_cls)(), None),
-        (str(config_path(config_file)), TomlConfigSettingsSource(settings_cls)(), None),
-    ]
+    settings, sources = load_settings_and_sources(config_file, **overrides)
     lines = []
     for key, value, field in _leaves(settings):
-        source = "default"
-        for label, data, env_source in sources:
-            if _provides(data, key):
-                source = f"{label} ({_env_name(env_source, key)})" if env_source else label
-                break
+        origin = sources.origin(key)
+        source = origin.label() if origin else "default"
         lines.append(f"{'.'.join(key)} = {_show(key, value, field, settings)}  ({source})")
     return lines
 
@@ -47,26 +35,6 @@ def _leaves(model: BaseModel, prefix: Key = ()) -> Iterator[tuple[Key, Any, Fiel
             yield from _leaves(value, (*prefix, name))
         else:
             yield (*prefix, name), value, field
-
-
-def _provides(data: object, key: Key) -> bool:
-    for part in key:
-        if isinstance(data, BaseModel):
-            data = data.model_dump()
-        if not isinstance(data, Mapping) or part not in data:
-            return False
-        data = data[part]
-    return True
-
-
-def _env_name(source: EnvSettingsSource, key: Key) -> str:
-    """The variable that set `key`: MAILER_BRANDING__NAME, or MAILER_BRANDING when it holds the whole table as JSON."""
-    delimiter = source.env_nested_delimiter or "__"
-    for length in range(len(key), 0, -1):
-        name = source.env_prefix + delimiter.join(key[:length])
-        if (name if source.case_sensitive else name.lower()) in source.env_vars:
-            return name.upper()
-    return (source.env_prefix + delimiter.join(key)).upper()
 
 
 def _show(key: Key, value: Any, field: FieldInfo, settings: Settings) -> str:

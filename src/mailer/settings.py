@@ -28,14 +28,10 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import (
-    BaseSettings,
-    PydanticBaseSettingsSource,
-    SettingsConfigDict,
-    TomlConfigSettingsSource,
-)
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 from mailer.errors import ConfigError
+from mailer.settings_sources import SettingsSources
 from mailer.urls import Url
 
 CONFIG_ENV = "MAILER_CONFIG"
@@ -293,7 +289,9 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings, dotenv_settings, TomlConfigSettingsSource(settings_cls))
+        toml_file = settings_cls.model_config.get("toml_file")
+        config = Path(toml_file) if isinstance(toml_file, str | os.PathLike) else DEFAULT_CONFIG
+        return (init_settings, *read_sources(settings_cls, config).layers)
 
     @property
     def archive_url(self) -> str:
@@ -313,25 +311,52 @@ def config_path(explicit: Path | None = None) -> Path:
     return explicit or Path(os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG)
 
 
+def read_sources(
+    settings_cls: type[BaseSettings], config: Path, overrides: dict[str, object] | None = None
+) -> SettingsSources:
+    """The environment, .env and the config file, each value with its place; MAILER_CONFIG is no setting."""
+    return SettingsSources(
+        settings_cls, config=config, overrides=overrides or {}, reserved={CONFIG_ENV}, mask=mask_url_password
+    )
+
+
 def load_settings(config_file: Path | None = None, **overrides: object) -> Settings:
     """Build the one Settings object; `overrides` are CLI flags that were actually given."""
+    return load_settings_and_sources(config_file, **overrides)[0]
+
+
+def load_settings_and_sources(config_file: Path | None = None, **overrides: object) -> tuple[Settings, SettingsSources]:
+    """The Settings object and where each of its values came from (for `mailer config`).
+
+    Every problem is one line naming its place: `MAILER_SMTP_PORT=abc: smtp_port: ...`,
+    `.env:3: MAILER_SMTP_PORT: ...`, `mailer.toml:7: smtp_port: ...`; all of them at once.
+    """
     path = config_path(config_file)
     if config_file is not None and not path.is_file():
         raise ConfigError(f"{path}: no such config file")
+    sources = read_sources(Settings, path, overrides)
 
-    class _FromFile(Settings):
-        model_config = SettingsConfigDict(toml_file=path)
+    class _Loaded(Settings):
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            return (init_settings, *sources.layers)
 
+    settings: Settings | None = None
+    failure: ValidationError | None = None
     try:
-        return _FromFile(**overrides)  # type: ignore[arg-type]
+        settings = _Loaded(**overrides)  # type: ignore[arg-type]
     except ValidationError as error:
-        problems = []
-        for detail in error.errors(include_url=False, include_input=False):
-            field = ".".join(str(part) for part in detail["loc"])
-            message = detail["msg"].removeprefix("Value error, ")
-            if detail["type"] == "missing":
-                message = f"required; set it in {path} or MAILER_{field.upper().replace('.', '__')}"
-            problems.append(f"{path}: {field}: {message}" if field else f"{path}: {message}")
-        raise ConfigError("\n".join(problems)) from None
-    except ValueError as error:
-        raise ConfigError(f"{path}: {error}") from None
+        failure = error
+    except SettingsError as error:
+        raise ConfigError(str(error)) from None
+    problems = sources.problems(failure)
+    if problems or settings is None:
+        raise ConfigError("\n".join(problems))
+    return settings, sources
