@@ -44,6 +44,7 @@ from mailer.web.public_web import create_app
 from tests.browser import chromium, local_only
 from tests.conftest import ROOT, SECRET, read_line, wait_until
 from tests.smtp_server import SMTPServer, free_port
+from tests.test_message_headers import display_name, long_lines
 
 ONE_CLICK = {"List-Unsubscribe": "One-Click"}
 OUTPUT = ROOT / "test-output"
@@ -424,6 +425,56 @@ def test_a_name_cannot_inject_headers_into_the_confirmation_mail(
     assert mail["Subject"] == "Confirm your subscription: ICMPD Monthly Update"
     assert b"\r\nBcc:" not in smtp_server.recorder.messages[0].data
     assert "victim" not in str(mail["To"]).split("<")[1]
+
+
+def confirm(browser: httpx.Client, link: str) -> httpx.Response:
+    page = browser.get(link)
+    return browser.post(link, data={"csrf": csrf_of(page)})
+
+
+def test_the_subscribe_form_mails_and_stores_the_name_without_control_characters(
+    web: InProcessWeb, engine: Engine, smtp_server: SMTPServer
+) -> None:
+    """The same rule as `subscribers add` and import: breaks to spaces, controls and bidi overrides gone."""
+    typed = " Zoë\r\n\tMüller\x00 \u202eRLO\u202c\u2028Jr\x1b "
+    with web.browser() as browser:
+        assert subscribe(browser, web, "zoe@example.org", typed).status_code == 200
+        [mail] = wait_for_mail(smtp_server, 1)
+        assert display_name(mail) == "Zoë Müller RLO Jr"
+        assert confirm(browser, confirmation_link(mail)).status_code == 200
+    [subscriber] = mailable_subscribers(engine, "news")
+    assert (subscriber.email, subscriber.name) == ("zoe@example.org", "Zoë Müller RLO Jr")
+
+
+def test_the_confirmation_mail_has_date_and_message_id_and_no_line_over_76(
+    web: InProcessWeb, engine: Engine, smtp_server: SMTPServer
+) -> None:
+    """A long non-ASCII list title (the subject) and name: folded, and read back exactly."""
+    title = (
+        "Monatliche Mitteilungen des Internationalen Zentrums für die Entwicklung von Migrationspolitik "
+        "— Ausgabe für Österreich, Südosteuropa und die Länder der Östlichen Partnerschaft"
+    )
+    name = (
+        "Maria da Conceição de Sá Álvares Gonçalves Guimarães Magalhães Albuquerque e Vasconcelos, "
+        "Международный центр по развитию миграционной политики"
+    )
+    create_list(engine, "nachrichten", title, public=True)
+    with web.browser() as browser:
+        assert subscribe(browser, web, "maria@example.org", name, "nachrichten").status_code == 200
+        [received] = smtp_server.recorder.wait_for(1)
+        mail = email.message_from_bytes(received.data, policy=email.policy.default)
+        assert isinstance(mail, EmailMessage)
+        assert long_lines(received.data) == []
+        assert re.fullmatch(r"\w{3}, \d{1,2} \w{3} \d{4} \d\d:\d\d:\d\d [+-]\d{4}", mail["Date"])
+        assert re.fullmatch(r"<[^<>@\s]+@icmpd\.org>", mail["Message-ID"])
+        assert mail["Subject"] == f"Confirm your subscription: {title}"
+        assert mail["To"].addresses[0].addr_spec == "maria@example.org"
+        assert display_name(mail) == name
+        assert mail["Content-Transfer-Encoding"] == "quoted-printable"
+        assert f"asked to receive {title} from ICMPD" in mail.get_content()
+        assert confirm(browser, confirmation_link(mail)).status_code == 200
+    [subscriber] = mailable_subscribers(engine, "nachrichten")
+    assert subscriber.name == name
 
 
 def test_serve_refuses_to_start_without_its_settings(workdir: Path, database_url: str) -> None:

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from mailer.audience.database import deliveries, open_database
-from mailer.audience.lists import add_subscriber, create_list, unsubscribe
+from mailer.audience.lists import add_subscriber, create_list, mailable_subscribers, unsubscribe
 from mailer.delivery.delivery_status import delivery_status
 from mailer.delivery.send import SendSummary, send_to_list
 from mailer.delivery.unsubscribe import read_token
@@ -90,14 +90,13 @@ def test_each_recipient_gets_one_personal_standards_compliant_message(
 
 
 def test_names_cannot_inject_headers(send_settings: Settings, smtp_server: SMTPServer) -> None:
-    """Every entry point refuses control characters in names; a name stored before that still cannot add headers."""
+    """Every entry point cleans control characters out of names; a name stored before that still cannot add headers."""
     from mailer.audience.database import subscribers
 
     engine = open_database(send_settings.database_url)
     create_list(engine, "staff")
-    with pytest.raises(MailerError, match="control character"):
-        add_subscriber(engine, "staff", "ana@example.org", name="Ana\r\nBcc: victim@example.org")
-    add_subscriber(engine, "staff", "ana@example.org", name="Ana")
+    add_subscriber(engine, "staff", "ana@example.org", name="Ana\r\nBcc: victim@example.org")
+    assert [s.name for s in mailable_subscribers(engine, "staff")] == ["Ana Bcc: victim@example.org"]
     with engine.begin() as conn:
         conn.execute(sa.update(subscribers).values(name="Ana\r\nBcc: victim@example.org"))
     send(engine, send_settings)

@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from mailer.audience.addresses import InvalidAddress, email_key, normalise_email
+from mailer.audience.clean_text import clean_text
 from mailer.audience.database import (
     SUBSCRIBED,
     SUPPRESSION_REASONS,
@@ -36,20 +37,30 @@ def _shown(text: str) -> str:
 
 
 def text_problem(what: str, text: str) -> str | None:
-    """Why `text` cannot be stored as a subscriber's `what`, the same on SQLite and PostgreSQL; None if it can."""
+    """Why cleaned `text` cannot be stored as a subscriber's `what`, the same on SQLite and PostgreSQL; None if it can.
+
+    Control characters are gone by now (clean_text); a lone surrogate (an argument that was not
+    UTF-8) cannot be cleaned into anything meant, so it is refused.
+    """
     if len(text) > MAX_TEXT:
         return f"{what} is longer than {MAX_TEXT} characters ({len(text)})"
     for char in text:
-        if unicodedata.category(char) in ("Cc", "Cs"):
-            kind = "a control character" if unicodedata.category(char) == "Cc" else "not a character"
-            return f"{what} contains U+{ord(char):04X}, {kind}; remove it"
+        if unicodedata.category(char) == "Cs":
+            return f"{what} contains U+{ord(char):04X}, not a character; remove it"
     return None
 
 
+def clean_subscriber(name: str, attributes: dict[str, str]) -> tuple[str, dict[str, str]]:
+    """The name, attribute names and attribute values as stored: each through clean_text."""
+    return clean_text(name), {clean_text(key): clean_text(value) for key, value in attributes.items()}
+
+
 def subscriber_problem(name: str, attributes: dict[str, str]) -> str | None:
-    """The first reason the name or an attribute cannot be stored; None if all can."""
+    """The first reason the cleaned name or an attribute cannot be stored; None if all can."""
     checks = [("name", name)]
     for key, value in attributes.items():
+        if not key:
+            return "an attribute name is empty"
         checks += [("attribute name", key), (f"attribute {_shown(key)}", value)]
     return next(filter(None, (text_problem(what, text) for what, text in checks)), None)
 
@@ -169,7 +180,8 @@ def add_subscriber(
         email, key = normalise_email(address, special_use_domains=special_use_domains)
     except InvalidAddress as error:
         raise MailerError(f"{address}: {error}") from None
-    problem = subscriber_problem(name, attributes or {})
+    name, attributes = clean_subscriber(name, attributes or {})
+    problem = subscriber_problem(name, attributes)
     if problem:
         raise MailerError(f"{email}: {problem}")
     with engine.begin() as conn:
@@ -187,7 +199,7 @@ def add_subscriber(
                     email=email,
                     email_key=key,
                     name=name,
-                    attributes=attributes or {},
+                    attributes=attributes,
                     created_at=stamp,
                     updated_at=stamp,
                 )
@@ -195,7 +207,7 @@ def add_subscriber(
             ).scalar_one()
         else:
             sid = row["id"]
-            merged = {**row["attributes"], **(attributes or {})}
+            merged = {**row["attributes"], **attributes}
             new_name = name or row["name"]
             if merged != row["attributes"] or new_name != row["name"]:
                 conn.execute(
@@ -335,15 +347,3 @@ def mailable_subscribers(engine: Engine, list_name: str, *, batch: int = 1000) -
         )
         for row in conn.execute(query):
             yield Subscriber(row.id, row.email, row.name, dict(row.attributes))
-
-
-def count_mailable(engine: Engine, list_names: Collection[str]) -> int:
-    """How many people a send to these lists reaches: subscribed to any, not suppressed, each counted once."""
-    with engine.connect() as conn:
-        ids = [list_id_in(conn, name) for name in list_names]
-        query = (
-            sa.select(sa.func.count(sa.distinct(memberships.c.subscriber_id)))
-            .select_from(memberships.join(subscribers))
-            .where(memberships.c.list_id.in_(ids), memberships.c.status == SUBSCRIBED, ~_suppressed())
-        )
-        return int(conn.execute(query).scalar_one())

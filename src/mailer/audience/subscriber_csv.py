@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from mailer.audience.addresses import InvalidAddress, normalise_email
+from mailer.audience.clean_text import clean_text
 from mailer.audience.database import SUBSCRIBED, memberships, now, subscribers, suppressions, update_each
 from mailer.audience.lists import list_id_in, mailable_subscribers, subscriber_problem, text_problem
 from mailer.errors import MailerError
@@ -71,7 +72,7 @@ class ImportReport:
 
 def attribute_name(label: str) -> str:
     """'Preferred Language' -> 'preferred_language': the key the attribute is stored and exported under."""
-    return "_".join(label.strip().lower().split())
+    return clean_text(label).lower().replace(" ", "_")
 
 
 def _read_text(path: Path) -> str:
@@ -105,18 +106,18 @@ def read_rows(
     if header is None:
         raise MailerError(f"{path}: the file is empty; it needs a header row with an email column")
     header = [from_spreadsheet(cell) for cell in header]
-    names = [cell.strip().lower() for cell in header]
+    names = [clean_text(cell).lower() for cell in header]
     email_col = next((i for i, name in enumerate(names) if name in EMAIL_HEADERS), None)
     if email_col is None:
-        found = ", ".join(cell.strip() for cell in header) or "nothing"
+        found = ", ".join(clean_text(cell) for cell in header) or "nothing"
         raise MailerError(
             f"{path}:{reader.line_num}: no email column in the header (found: {found}); name one column 'email'"
         )
     name_col = next((i for i, name in enumerate(names) if name in NAME_HEADERS), None)
     attribute_cols = [
-        (i, attribute_name(header[i]))
+        (i, label)
         for i in range(len(header))
-        if i not in (email_col, name_col) and header[i].strip()
+        if i not in (email_col, name_col) and (label := attribute_name(header[i]))
     ]
     for _, label in attribute_cols:
         problem = text_problem("column name", label)
@@ -127,9 +128,10 @@ def read_rows(
     invalid: list[tuple[int, str]] = []
     duplicates: list[tuple[int, str]] = []
     first_line: dict[str, int] = {}
+    read_up_to = reader.line_num
     try:
         for cells in reader:
-            line = reader.line_num
+            line, read_up_to = read_up_to + 1, reader.line_num  # a quoted field may span lines: name the first
             if not any(cell.strip() for cell in cells):
                 continue
             cells = [from_spreadsheet(cell) for cell in cells]
@@ -143,8 +145,8 @@ def read_rows(
             except InvalidAddress as error:
                 invalid.append((line, f"{address}: {error}"))
                 continue
-            name = cells[name_col].strip() if name_col is not None else ""
-            attributes = {label: cells[i].strip() for i, label in attribute_cols if cells[i].strip()}
+            name = clean_text(cells[name_col]) if name_col is not None else ""
+            attributes = {label: value for i, label in attribute_cols if (value := clean_text(cells[i]))}
             problem = subscriber_problem(name, attributes)
             if problem:
                 invalid.append((line, f"{email}: {problem}"))

@@ -1,4 +1,15 @@
-"""Header values for outgoing mail: no CR/LF or other controls, non-ASCII as RFC 2047 encoded words.
+"""Header lines for outgoing mail: one line of text each, non-ASCII as RFC 2047 encoded words, folded at 76.
+
+Every value goes through clean_text first, the rule names are stored by, so no value can carry
+CR, LF or another control character into a header of its own. Lines are folded at whitespace to at
+most 76 characters: RFC 2047's limit for lines holding encoded words, under RFC 5322's 78. A fold
+never falls inside an encoded word, a quoted word's escape or a `<...>` (an address, a URL in
+List-Unsubscribe, a Message-ID); the whitespace it replaces is kept, so unfolding gives back the
+value and DKIM's relaxed canonicalisation sees the same header. Nothing is folded right after the
+field name (Python's parser, for one, then reads a leading space into the value), so a first token
+longer than the rest of the line (List-Unsubscribe's https link, typically) stays whole on the
+field's first line, and a later one on a line of its own: those lines pass 76, as RFC 5322 allows
+up to its hard limit of 998 octets; a line over that is an error.
 
 Addresses (`mailbox_header`) go out with their domain as IDNA A-labels; a display name keeps its
 ASCII words as they are and only its non-ASCII words become encoded words, so `Zoë Müller
@@ -9,28 +20,26 @@ as UTF-8, as RFC 6532 allows: such a message is sent only with SMTPUTF8 (see smt
 from __future__ import annotations
 
 import re
-from email.header import Header
-from email.utils import formataddr
+from collections.abc import Callable
+from functools import lru_cache
 
 from mailer.audience.addresses import envelope_address
+from mailer.audience.clean_text import clean_text
 from mailer.errors import MailerError
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 _ATOM = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+")
 _Q_LITERAL = re.compile(r"[A-Za-z0-9!*+/-]")
 _SPECIALS = re.compile(r'[][\\()<>@,:;".]')
+_TOKEN = re.compile(r"(?:<[^>]*>?|[^ <])+")
+"""A run between spaces; a `<...>` stays whole even if it holds a space."""
+_BRACKETED = re.compile(r"<[^<>]*>,?")
 _ENCODED_TEXT = 75 - len("=?utf-8?q??=")
 """RFC 2047: an encoded word is at most 75 characters."""
-_LINE = 76
+_WIDTH = 76
+_MAX_LINE = 998
 
 
-def header_safe(value: str) -> str:
-    """Header values cannot carry CR, LF or other controls: they are folded into spaces."""
-    if _CONTROL.search(value):
-        value = _CONTROL.sub(" ", value)
-    return " ".join(value.split())
-
-
+@lru_cache(maxsize=4096)
 def _q(char: str) -> str:
     if char == " ":
         return "_"
@@ -39,48 +48,110 @@ def _q(char: str) -> str:
     return "".join(f"={octet:02X}" for octet in char.encode("utf-8"))
 
 
-def _encoded_words(text: str) -> list[str]:
-    """Q-encoded words for a phrase (RFC 2047 5(3)), split after a space where possible, never inside a character.
-
-    A space between two words stays inside the first encoded word: the whitespace between
-    adjacent encoded words is dropped when they are decoded.
-    """
-    words = text.split(" ")
-    encoded: list[str] = []
-    current = ""
-    for index, word in enumerate(words):
-        chars = [_q(char) for char in (word if index == len(words) - 1 else word + " ")]
-        if current and len(current) + sum(map(len, chars)) > _ENCODED_TEXT:
-            encoded.append(current)
-            current = ""
-        for char in chars:  # a word longer than an encoded word is cut between characters
-            if len(current) + len(char) > _ENCODED_TEXT:
-                encoded.append(current)
-                current = ""
-            current += char
-    encoded.append(current)
-    return [f"=?utf-8?q?{word}?=" for word in encoded]
+def _octets(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode("utf-8"))
 
 
-def _phrase_tokens(name: str) -> list[str]:
-    """A display name as header tokens: plain words as they are, each run of other words as encoded words.
+class _Folder:
+    """One header field, token by token: each goes on the current line if it fits in 76, else on a new one."""
 
-    A run keeps its inner spaces inside the encoded text, since the space between two encoded
-    words is dropped when they are decoded.
-    """
-    tokens: list[str] = []
+    def __init__(self, field: str) -> None:
+        self.field = field
+        self.lines = [f"{field}:"]
+        self.used = _octets(self.lines[0])
+        """Octets on the current line."""
+
+    def room(self) -> int:
+        """Octets left on the current line after the space before a next token."""
+        return _WIDTH - self.used - 1
+
+    def empty(self) -> bool:
+        """Nothing after the field name yet: the first token goes here whatever its length."""
+        return self.lines == [f"{self.field}:"]
+
+    def put(self, token: str) -> None:
+        """A token that does not fit on the current line goes on a new one, never right after the field name."""
+        size = 1 + _octets(token)
+        if size - 1 <= self.room() or self.empty():
+            self.lines[-1] += f" {token}"
+            self.used += size
+        else:
+            self.lines.append(f" {token}")
+            self.used = size
+
+    def put_encoded(self, text: str) -> None:
+        """Q-encoded words for text (RFC 2047 5(3)), each sized to the line it starts on.
+
+        Words are split after a space where possible, never inside a character. A space between
+        two words stays inside the first encoded word: the whitespace between adjacent encoded
+        words is dropped when they are decoded.
+        """
+        words = text.split(" ")
+        chunks = [
+            [_q(char) for char in (word if index == len(words) - 1 else word + " ")] for index, word in enumerate(words)
+        ]
+        encoded = ""
+        limit = 0
+        for chunk in chunks:
+            size = sum(map(len, chunk))
+            if encoded and len(encoded) + size > limit:
+                self.put(f"=?utf-8?q?{encoded}?=")
+                encoded = ""
+            if not encoded:
+                limit = self._encoded_limit(size if size <= _ENCODED_TEXT else _ENCODED_TEXT // 2)
+            for char in chunk:  # a word longer than an encoded word is cut between characters
+                if len(encoded) + len(char) > limit:
+                    self.put(f"=?utf-8?q?{encoded}?=")
+                    encoded = ""
+                    limit = self._encoded_limit(len(char))
+                encoded += char
+        self.put(f"=?utf-8?q?{encoded}?=")
+
+    def _encoded_limit(self, needed: int) -> int:
+        """How much encoded text the next encoded word may hold: what fits here if `needed` does, else a line's worth.
+
+        A word that fits in one encoded word is not cut to fill a line; a longer one, cut anyway,
+        starts on the current line when half an encoded word fits there. The first encoded word
+        after the field name is sized to that line, since nothing is folded right after the name.
+        """
+        here = min(_ENCODED_TEXT, self.room() - len("=?utf-8?q??="))
+        if self.empty():
+            return max(here, len("=XX") * 4)
+        return here if here >= needed else _ENCODED_TEXT
+
+    def header(self) -> bytes:
+        for line in self.lines:
+            if _octets(line) > _MAX_LINE:
+                raise MailerError(
+                    f"{self.field} header is too long: a line of {_octets(line)} characters cannot be folded "
+                    f"(at most {_MAX_LINE})"
+                )
+        return ("\r\n".join(self.lines) + "\r\n").encode("utf-8")
+
+
+def _fold(field: str, words: list[str], plain: Callable[[str], bool], *, last: str = "") -> bytes:
+    """Words that are `plain` as they are, each run of other words as encoded words, then `last`; folded."""
+    folder = _Folder(field)
     run: list[str] = []
-    for word in name.split(" "):
-        if _ATOM.fullmatch(word) and "=?" not in word:
+    for word in words:
+        if plain(word):
             if run:
-                tokens += _encoded_words(" ".join(run))
+                folder.put_encoded(" ".join(run))
                 run = []
-            tokens.append(word)
+            folder.put(word)
         else:
             run.append(word)
     if run:
-        tokens += _encoded_words(" ".join(run))
-    return tokens
+        folder.put_encoded(" ".join(run))
+    if last:
+        folder.put(last)
+    if folder.empty():
+        folder.lines[0] += " "
+    return folder.header()
+
+
+def _atom(word: str) -> bool:
+    return bool(_ATOM.fullmatch(word)) and "=?" not in word
 
 
 def _ascii_phrase(name: str) -> str:
@@ -89,33 +160,31 @@ def _ascii_phrase(name: str) -> str:
     return name
 
 
+def _everything(word: str) -> bool:
+    return True
+
+
 def mailbox_header(field: str, name: str, address: str) -> bytes:
-    """A whole `From:`/`To:`/`Reply-To:` line, folded at spaces; UTF-8 only in a non-ASCII local part."""
-    name = header_safe(name)
+    """A whole `From:`/`To:`/`Reply-To:` field, folded at spaces; UTF-8 only in a non-ASCII local part.
+
+    An ASCII name is written as it is, or as one quoted string when it holds specials, folded at
+    its spaces if it must be (RFC 5322 3.2.4). A name with non-ASCII words, or with a word that
+    could be read as an encoded word, has those words encoded.
+    """
+    name = clean_text(name)
     address = envelope_address(address)
-    if name.isascii() and address.isascii():
-        return encoded_header(field, formataddr((name, address)))
     if not name:
-        tokens = [address]
-    elif name.isascii():
-        tokens = [_ascii_phrase(name), f"<{address}>"]
-    else:
-        tokens = [*_phrase_tokens(name), f"<{address}>"]
-    lines = [f"{field}: {tokens[0]}"]
-    for token in tokens[1:]:
-        if len(lines[-1]) + 1 + len(token) > _LINE:
-            lines.append(f" {token}")
-        else:
-            lines[-1] += f" {token}"
-    return ("\r\n".join(lines) + "\r\n").encode("utf-8")
+        return _fold(field, [], _atom, last=address)
+    if name.isascii() and "=?" not in name:
+        return _fold(field, _ascii_phrase(name).split(" "), _everything, last=f"<{address}>")
+    return _fold(field, name.split(" "), _atom, last=f"<{address}>")
+
+
+def _plain_text(word: str) -> bool:
+    """Stays as it is in a header: ASCII that no reader takes for an encoded word, or a `<...>` whole."""
+    return word.isascii() and ("=?" not in word or bool(_BRACKETED.fullmatch(word)))
 
 
 def encoded_header(name: str, value: str) -> bytes:
-    """ASCII values as they are (URLs must stay whole); others as RFC 2047 encoded words, folded."""
-    value = header_safe(value)
-    if value.isascii():
-        if len(name) + len(value) > 900:
-            raise MailerError(f"{name} header is too long ({len(value)} characters)")
-        return f"{name}: {value}\r\n".encode("ascii")
-    encoded = Header(value, "utf-8", header_name=name).encode(linesep="\r\n")
-    return f"{name}: {encoded}\r\n".encode("ascii")
+    """A whole header field: ASCII words as they are (URLs in `<...>` stay whole), others as encoded words; folded."""
+    return _fold(name, _TOKEN.findall(clean_text(value)), _plain_text)

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.parser import BytesParser
-from email.utils import make_msgid, parseaddr
+from email.utils import format_datetime, make_msgid, parseaddr
 from typing import Any
 
 from itsdangerous import BadData, TimestampSigner, URLSafeTimedSerializer
@@ -26,6 +26,8 @@ from mailer.delivery.unsubscribe import BadToken
 from mailer.settings import Settings
 
 CONFIRM_SALT = "mailer.subscribe.confirm"
+_BODY_POLICY = email.policy.SMTP.clone(max_line_length=76)
+"""Quoted-printable lines of at most 76 characters, as in an issue's messages (RFC 2045 6.7)."""
 
 
 @dataclass(frozen=True)
@@ -76,30 +78,32 @@ def confirmation_message(
 ) -> EmailMessage:
     """The one mail a subscribe form sends: to the address given, nothing else in it that the visitor typed but the name.
 
-    Its address headers are made by the same helpers as an issue's (delivery/headers.py): a
-    readable name, the domain as A-labels, a non-ASCII local part in UTF-8 (RFC 6532; smtp.py
-    sends that only with SMTPUTF8). The message is parsed from those bytes, so serialising it
-    again (`as_bytes(policy=email.policy.SMTP)`) gives the same header bytes back.
+    Its headers are made by the same helpers as an issue's (delivery/headers.py): a readable
+    name, the domain as A-labels, a non-ASCII local part in UTF-8 (RFC 6532; smtp.py sends that
+    only with SMTPUTF8), Date and Message-ID, every line folded to 76 characters. The body is
+    UTF-8 quoted-printable, also no line over 76, so no relay needs 8BITMIME. The message is
+    parsed from those bytes, so serialising it again (`as_bytes(policy=email.policy.SMTP)`)
+    gives the same bytes back.
     """
     title = mailing_list.description or mailing_list.name
     organisation = settings.branding.name
     sender = settings.sender or ""
-    body = EmailMessage()
+    body = EmailMessage(policy=_BODY_POLICY)
     body.set_content(
         f"Someone, probably you, asked to receive {title} from {organisation} at this address.\n\n"
         f"To confirm, open this link within {settings.confirm_hours:g} hours and press the button:\n\n"
         f"{link}\n\n"
-        "If it was not you, ignore this message: you will not be subscribed and will hear nothing more.\n"
+        "If it was not you, ignore this message: you will not be subscribed and will hear nothing more.\n",
+        cte="quoted-printable",
     )
     head = b"".join(
         (
             mailbox_header("From", *parseaddr(sender)),
             mailbox_header("To", name, email_address),
             encoded_header("Subject", f"Confirm your subscription: {title}"),
+            encoded_header("Date", format_datetime(dt.datetime.now(dt.UTC))),
             encoded_header("Message-ID", make_msgid(domain=sender_domain(sender) or None)),
             b"Auto-Submitted: auto-generated\r\n",
         )
     )
-    return BytesParser(EmailMessage, policy=email.policy.SMTP).parsebytes(
-        head + body.as_bytes(policy=email.policy.SMTP)
-    )
+    return BytesParser(EmailMessage, policy=email.policy.SMTP).parsebytes(head + body.as_bytes(policy=_BODY_POLICY))

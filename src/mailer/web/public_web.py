@@ -36,6 +36,7 @@ from starlette.responses import HTMLResponse, PlainTextResponse, RedirectRespons
 from starlette.routing import Route
 
 from mailer.audience.addresses import InvalidAddress, normalise_email
+from mailer.audience.clean_text import clean_text
 from mailer.audience.confirmation_log import may_send_confirmation
 from mailer.audience.database import SUBSCRIBED, UNSUBSCRIBED, open_database
 from mailer.audience.lists import (
@@ -50,7 +51,6 @@ from mailer.audience.lists import (
     unsubscribe,
     unsubscribe_from_list,
 )
-from mailer.delivery.headers import header_safe
 from mailer.delivery.sent_issues import went_out
 from mailer.delivery.smtp import DeliveryError, SMTPConnection
 from mailer.delivery.unsubscribe import BadToken, read_token
@@ -241,7 +241,7 @@ class PublicWeb:
                 title="Too many requests",
                 text="Too many subscribe requests from your network. Please try again in an hour.",
             )
-        name = header_safe(str(form.get("name") or ""))[:MAX_NAME]
+        name = clean_text(str(form.get("name") or ""))[:MAX_NAME].rstrip()
         typed = str(form.get("email") or "")[:320]
         try:
             address, key = normalise_email(typed, special_use_domains=self.settings.special_use_domains)
