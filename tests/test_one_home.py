@@ -125,7 +125,7 @@ def test_the_dry_run_and_the_test_send_make_the_bytes_a_send_sends_signature_inc
     key_file, record = dkim_key
     settings = send_settings.model_copy(update={"dkim_key_file": key_file, "dkim_selector": "news2016"})
     add_subscriber(staff, "staff", "ana@example.org", name="Ana Alves")
-    asyncio.run(dry_run(staff, settings, ISSUES / "2016-02.yaml", "staff", tmp_path / "eml"))
+    asyncio.run(dry_run(staff, settings, ISSUES / "2016-02.yaml", ["staff"], tmp_path / "eml"))
     asyncio.run(send_to_list(staff, settings, ISSUES / "2016-02.yaml", "staff"))
     asyncio.run(send_test(settings, ISSUES / "2016-02.yaml", "proofreader@example.org"))
     [written] = [path.read_bytes() for path in (tmp_path / "eml").iterdir()]

@@ -101,7 +101,7 @@ def test_test_send_and_dry_run_record_nothing(
     env = environment(send_settings, smtp_server)
     add_subscriber(staff, "staff", "ana@example.org", name="Ana")
     result = mailer(workdir, env, "send", "issues/2016-02.yaml", "--to", "me@example.org")
-    assert (result.exit_code, result.stdout) == (0, "250 2.0.0 queued\n")
+    assert (result.exit_code, result.stdout) == (0, "me@example.org: 250 2.0.0 queued\n")
     dry = mailer(workdir, env, *SEND, "--dry-run", "-o", "out")
     assert dry.stdout == "dry run: wrote 1 message to out/; nothing was sent\n"
     [eml] = (workdir / "out").iterdir()

@@ -13,6 +13,7 @@ import os
 import pty
 import subprocess
 import sys
+from collections.abc import Iterator
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -63,18 +64,18 @@ def ledger_rows(engine: Engine, issue: str) -> int:
 
 def received(smtp_server: SMTPServer) -> list[EmailMessage]:
     return [
-        email.message_from_bytes(message.data, policy=email.policy.default)  # type: ignore[misc]
+        email.message_from_bytes(message.data, policy=email.policy.default)
         for message in smtp_server.recorder.messages
     ]
 
 
 @pytest.fixture
-def staff(send_settings: Settings) -> Engine:
+def staff(send_settings: Settings) -> Iterator[Engine]:
     engine = open_database(send_settings.database_url)
     create_list(engine, "staff", "All staff")
     add_subscriber(engine, "staff", "ana@example.org", name="Ana")
     add_subscriber(engine, "staff", "bob@example.org", name="Bob")
-    yield engine  # type: ignore[misc]
+    yield engine
     engine.dispose()
 
 

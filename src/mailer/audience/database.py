@@ -70,6 +70,9 @@ confirmation_mails = sa.Table(
     sa.Index("ix_confirmation_mails_email_key", "email_key"),
 )
 
+ONE_COPY = "status <> 'skipped' AND NOT allow_duplicate"
+"""The rows that hold a person's one copy of an issue: the predicate of the partial unique index uq_deliveries_one_copy."""
+
 deliveries = sa.Table(
     "deliveries",
     metadata,
@@ -88,9 +91,26 @@ deliveries = sa.Table(
     sa.Column("claimed_until", sa.DateTime(timezone=True), nullable=True),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("sent_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("allow_duplicate", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("covered_by", sa.Integer, nullable=True),
     sa.UniqueConstraint("issue", "list_id", "subscriber_id", name="uq_deliveries_recipient"),
     sa.Index("ix_deliveries_issue_list_status", "issue", "list_id", "status"),
+    sa.Index("ix_deliveries_issue_subscriber", "issue", "subscriber_id"),
+    sa.Index(
+        "uq_deliveries_one_copy",
+        "issue",
+        "subscriber_id",
+        unique=True,
+        sqlite_where=sa.text(ONE_COPY),
+        postgresql_where=sa.text(ONE_COPY),
+    ),
 )
+"""One row per (issue, list, recipient). `allow_duplicate` marks a row sent on purpose to someone another list
+already had (--allow-duplicates, or sent twice before migration 0006); `covered_by` is the list whose row
+makes a `skipped` row unnecessary ("already sent through 'staff'"). Of the rows of one issue and one person,
+at most one that is not skipped and not an allowed duplicate exists: the database enforces one copy per person
+(uq_deliveries_one_copy), whatever senders run at the same time.
+"""
 
 SUBSCRIBED = "subscribed"
 UNSUBSCRIBED = "unsubscribed"

@@ -1,4 +1,5 @@
-"""What `mailer status` shows: the ledger's rows for an issue, counted, with every failure and uncertain row."""
+"""What `mailer status` shows: the ledger's rows for an issue, counted, with every failure and uncertain row,
+and how many were skipped because another list covers them."""
 
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ class StatusReport:
     failures: list[tuple[str, str, bool]] = field(default_factory=list)
     held: list[tuple[str, str]] = field(default_factory=list)
     uncertain: list[str] = field(default_factory=list)
+    covered: dict[str | None, int] = field(default_factory=dict)
+    """Skipped rows whose recipient has (or is getting) the issue through another list, by that list (None: deleted)."""
 
     def lines(self) -> list[str]:
         c = self.counts
@@ -29,6 +32,10 @@ class StatusReport:
             f"{c.get(FAILED, 0)} failed, {held}{c.get(SKIPPED, 0)} skipped"
         )
         rows = [
+            f"  {count} skipped: already sent through " + (f"'{name}'" if name else "another list")
+            for name, count in self.covered.items()
+        ]
+        rows += [
             f"  failed ({'permanent' if permanent else 'temporary'}): {email}: {reply}"
             for email, reply, permanent in self.failures
         ]
@@ -49,6 +56,16 @@ def delivery_status(engine: Engine, issue: str, list_name: str) -> StatusReport:
             sa.select(deliveries.c.status, sa.func.count()).where(where).group_by(deliveries.c.status)
         ):
             report.counts[status] = count
+        report.covered = {
+            name: count
+            for name, count in conn.execute(
+                sa.select(lists.c.name, sa.func.count())
+                .select_from(deliveries.outerjoin(lists, lists.c.id == deliveries.c.covered_by))
+                .where(where, deliveries.c.status == SKIPPED, deliveries.c.covered_by.is_not(None))
+                .group_by(lists.c.name)
+                .order_by(sa.func.count().desc(), lists.c.name)
+            )
+        }
         report.failures = [
             (row.email, row.reply, bool(row.permanent))
             for row in conn.execute(

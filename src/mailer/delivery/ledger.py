@@ -5,6 +5,12 @@ when its recipient may no longer be mailed (checked when rows are added and agai
 is claimed). `uncertain` means the whole message was written and no reply came: it may have been
 delivered, so it is held until `--retry-uncertain`.
 
+One copy per person: of the rows of one issue and one person, at most one is not skipped and not an allowed
+duplicate (a partial unique index, uq_deliveries_one_copy). A send adds its rows with ON CONFLICT DO NOTHING,
+so a concurrent sender to an overlapping list makes it skip a row rather than add a second copy; those people
+get a `skipped` row naming the list that covers them (`covered_by`). If that list's row is skipped later (they
+left it), the covered row goes back to pending on the next run. `allow_duplicates` adds rows for everyone.
+
 A claim is a lease: `claimed_until`, renewed by the sender's heartbeat. A sender that dies leaves
 rows in `sending`; once their lease lapses (on SQLite, at the start of the next run, which holds the
 send lock) they go out again flagged `uncertain = true`: they may have been accepted just before
@@ -32,13 +38,26 @@ from filelock import FileLock, Timeout
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
-from mailer.audience.database import SUBSCRIBED, deliveries, memberships, now, subscribers, suppressions, update_each
+from mailer.audience.database import (
+    SUBSCRIBED,
+    deliveries,
+    lists,
+    memberships,
+    now,
+    subscribers,
+    suppressions,
+    update_each,
+)
 from mailer.audience.lists import list_id
 from mailer.errors import ExitStatus, MailerError
 
 T = TypeVar("T")
 PENDING, SENDING, SENT, FAILED, SKIPPED = "pending", "sending", "sent", "failed", "skipped"
 UNCERTAIN = "uncertain"
+GONE = "unsubscribed or suppressed"
+"""The reply of a row skipped because its recipient may no longer be mailed."""
+COVERED = "already sent through '{}'"
+"""The reply of a row skipped because another list's row holds the person's copy of the issue."""
 SQLITE_SYNCHRONOUS = "FULL"
 """The ledger connection's PRAGMA synchronous on SQLite: FULL syncs the WAL at every commit, so a claim survives a power cut."""
 RECONNECT_DELAYS = (0.2, 1.0, 3.0)
@@ -71,6 +90,16 @@ class Batch:
 
 
 @dataclass(frozen=True)
+class Prepared:
+    """What prepare() changed: rows added, skipped as no longer mailable, skipped as covered by another list, revived."""
+
+    added: int = 0
+    skipped: int = 0
+    covered: int = 0
+    revived: int = 0
+
+
+@dataclass(frozen=True)
 class Outcome:
     delivery_id: int
     sent: bool
@@ -92,6 +121,43 @@ def _suppressed_or_gone(list_id_value: int) -> sa.ColumnElement[bool]:
         memberships.c.status == SUBSCRIBED,
     )
     return sa.or_(suppressed, ~subscribed)
+
+
+def _copy_elsewhere(issue: str, list_id_value: int, subscriber_id: sa.ColumnElement[int]) -> sa.Exists:
+    """Another list's row of this issue for this person that is not skipped: they have, or are getting, their copy."""
+    other = deliveries.alias("other")
+    return sa.exists().where(
+        other.c.issue == issue,
+        other.c.subscriber_id == subscriber_id,
+        other.c.list_id != list_id_value,
+        other.c.status != SKIPPED,
+    )
+
+
+def _covering(issue: str, list_id_value: int, subscriber_id: sa.ColumnElement[int]) -> sa.ScalarSelect[int]:
+    """The id of the list through which this person has their copy: its row holding the copy, else the oldest."""
+    other = deliveries.alias("covering")
+    return (
+        sa.select(other.c.list_id)
+        .where(
+            other.c.issue == issue,
+            other.c.subscriber_id == subscriber_id,
+            other.c.list_id != list_id_value,
+            other.c.status != SKIPPED,
+        )
+        .order_by(other.c.allow_duplicate, other.c.id)
+        .limit(1)
+        .scalar_subquery()
+    )
+
+
+def copies_elsewhere(engine: Engine, issue: str, list_id_value: int) -> set[int]:
+    """The subscribers who have, or are getting, the issue through a list other than this one (for the dry run)."""
+    with engine.connect() as conn:
+        query = sa.select(deliveries.c.subscriber_id).where(
+            deliveries.c.issue == issue, deliveries.c.list_id != list_id_value, deliveries.c.status != SKIPPED
+        )
+        return set(conn.execute(query).scalars())
 
 
 def _serialised(method: Callable[..., T]) -> Callable[..., T]:
@@ -121,10 +187,19 @@ def _serialised(method: Callable[..., T]) -> Callable[..., T]:
 class Ledger:
     """One sender's view of the ledger for one issue and list; holds its connection for the whole send."""
 
-    def __init__(self, engine: Engine, issue: str, list_name: str, *, lease_seconds: float = 60.0) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        issue: str,
+        list_name: str,
+        *,
+        lease_seconds: float = 60.0,
+        allow_duplicates: bool = False,
+    ) -> None:
         self.engine = engine
         self.issue = issue
         self.list_name = list_name
+        self.allow_duplicates = allow_duplicates
         self.lease = dt.timedelta(seconds=lease_seconds)
         self.list_id = list_id(engine, list_name)
         self.postgres = engine.dialect.name == "postgresql"
@@ -222,42 +297,114 @@ class Ledger:
         return int(count)
 
     @_serialised
-    def prepare(self) -> tuple[int, int]:
-        """Add a pending row for everyone mailable who has none; mark those no longer mailable skipped.
+    def prepare(self) -> Prepared:
+        """Add a pending row for everyone mailable who has none, or a skipped one naming the list that covers them.
 
-        Returns (rows added, rows skipped).
+        Then mark rows no longer mailable skipped, and revive covered rows whose cover went away. The pending rows
+        go in with ON CONFLICT DO NOTHING: the one-copy index, not the NOT EXISTS that spares most of the work,
+        is what keeps a concurrent sender to an overlapping list from adding a second copy. Rows go in ordered by
+        subscriber, so two senders waiting on each other's rows cannot deadlock.
         """
         stamp = now()
-        mailable = (
-            sa.select(
-                sa.literal(self.issue),
-                memberships.c.list_id,
-                subscribers.c.id,
-                subscribers.c.email,
-                sa.literal(PENDING),
-                sa.literal(stamp, sa.DateTime(timezone=True)),
-            )
-            .select_from(memberships.join(subscribers))
-            .where(
-                memberships.c.list_id == self.list_id,
-                memberships.c.status == SUBSCRIBED,
-                ~sa.exists().where(suppressions.c.email_key == subscribers.c.email_key),
-            )
+        here = deliveries.alias("here")
+        without_row = sa.and_(
+            memberships.c.list_id == self.list_id,
+            memberships.c.status == SUBSCRIBED,
+            ~sa.exists().where(suppressions.c.email_key == subscribers.c.email_key),
+            ~sa.exists().where(
+                here.c.issue == self.issue, here.c.list_id == self.list_id, here.c.subscriber_id == subscribers.c.id
+            ),
         )
-        dialect = postgresql if self.postgres else sqlite
-        insert = (
-            dialect.insert(deliveries)
-            .from_select(["issue", "list_id", "subscriber_id", "email", "status", "updated_at"], mailable)
-            .on_conflict_do_nothing(index_elements=["issue", "list_id", "subscriber_id"])
+        added = self._add_pending(
+            sa.and_(without_row, ~_copy_elsewhere(self.issue, self.list_id, subscribers.c.id)), stamp
         )
-        added = self.conn.execute(insert).rowcount
+        covered = 0
+        if self.allow_duplicates:
+            added += self._add_pending(without_row, stamp, allow_duplicate=True)
+        else:
+            covered = self._add_covered(without_row, stamp)
         skipped = self.conn.execute(
             sa.update(deliveries)
             .where(self._where(deliveries.c.status.in_([PENDING, FAILED]), _suppressed_or_gone(self.list_id)))
-            .values(status=SKIPPED, reply="unsubscribed or suppressed", updated_at=stamp)
+            .values(status=SKIPPED, reply=GONE, updated_at=stamp)
         ).rowcount
         self.conn.commit()
-        return added, skipped
+        return Prepared(added, skipped, covered, self._revive(stamp))
+
+    def _insert(self, columns: list[str], rows: sa.Select[Any]) -> int:
+        """INSERT ... SELECT, ignoring rows that would break any unique index: no conflict target, so the partial one counts."""
+        dialect = postgresql if self.postgres else sqlite
+        insert = dialect.insert(deliveries).from_select(columns, rows).on_conflict_do_nothing()
+        return int(self.conn.execute(insert.execution_options(preserve_rowcount=True)).rowcount)
+
+    def _members(self, condition: Any, *values: Any) -> sa.Select[Any]:
+        return (
+            sa.select(sa.literal(self.issue), memberships.c.list_id, subscribers.c.id, subscribers.c.email, *values)
+            .select_from(memberships.join(subscribers))
+            .where(condition)
+            .order_by(subscribers.c.id)
+        )
+
+    def _add_pending(self, condition: Any, stamp: dt.datetime, *, allow_duplicate: bool = False) -> int:
+        rows = self._members(
+            condition,
+            sa.literal(PENDING),
+            sa.literal(stamp, sa.DateTime(timezone=True)),
+            sa.literal(allow_duplicate, sa.Boolean),
+        )
+        columns = ["issue", "list_id", "subscriber_id", "email", "status", "updated_at", "allow_duplicate"]
+        return self._insert(columns, rows)
+
+    def _add_covered(self, condition: Any, stamp: dt.datetime) -> int:
+        """A skipped row for each person another list has given (or is giving) the issue, naming that list."""
+        rows = self._members(
+            condition,
+            sa.literal(SKIPPED),
+            sa.literal(stamp, sa.DateTime(timezone=True)),
+            lists.c.id,
+            sa.func.replace(sa.literal(COVERED), "{}", lists.c.name),
+        ).join(lists, lists.c.id == _covering(self.issue, self.list_id, subscribers.c.id))
+        return self._insert(
+            ["issue", "list_id", "subscriber_id", "email", "status", "updated_at", "covered_by", "reply"], rows
+        )
+
+    def _revive(self, stamp: dt.datetime) -> int:
+        """Covered rows whose cover went away (that row was skipped: the person left the list) back to pending.
+
+        Only rows whose recipient may still be mailed through this list. With allow_duplicates every covered row
+        comes back, as an allowed duplicate where a copy exists elsewhere. A concurrent sender may take the copy
+        first (PostgreSQL: a unique violation): then the rows are tried one by one, and a row that still collides
+        stays covered until the next run looks again.
+        """
+        elsewhere = _copy_elsewhere(self.issue, self.list_id, deliveries.c.subscriber_id)
+        condition = self._where(
+            deliveries.c.status == SKIPPED, deliveries.c.covered_by.is_not(None), ~_suppressed_or_gone(self.list_id)
+        )
+        if not self.allow_duplicates:
+            condition = sa.and_(condition, ~elsewhere)
+        revive = sa.update(deliveries).values(
+            status=PENDING,
+            covered_by=None,
+            reply="",
+            updated_at=stamp,
+            allow_duplicate=elsewhere if self.allow_duplicates else sa.false(),
+        )
+        try:
+            count = int(self.conn.execute(revive.where(condition)).rowcount)
+            self.conn.commit()
+            return count
+        except sa.exc.IntegrityError:
+            self.conn.rollback()
+        ids = list(self.conn.execute(sa.select(deliveries.c.id).where(condition)).scalars())
+        self.conn.commit()
+        count = 0
+        for row_id in ids:
+            try:
+                count += self.conn.execute(revive.where(condition, deliveries.c.id == row_id)).rowcount
+                self.conn.commit()
+            except sa.exc.IntegrityError:
+                self.conn.rollback()
+        return count
 
     def _back_to_pending(self, condition: Any, **values: Any) -> int:
         count = self.conn.execute(
@@ -333,7 +480,7 @@ class Ledger:
                 self.conn.execute(
                     sa.update(deliveries)
                     .where(deliveries.c.id.in_([row.id for row in claimed]), _suppressed_or_gone(self.list_id))
-                    .values(status=SKIPPED, reply="unsubscribed or suppressed", claimed_until=None, updated_at=now())
+                    .values(status=SKIPPED, reply=GONE, claimed_until=None, updated_at=now())
                     .returning(deliveries.c.id)
                 ).scalars()
             )

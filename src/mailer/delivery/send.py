@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +24,17 @@ from mailer.compose.issues_folder import bad_name, is_slug, slug_of
 from mailer.compose.load import load_issue
 from mailer.compose.render import render_issue
 from mailer.delivery.dkim_signing import DkimSigner
-from mailer.delivery.ledger import FAILED, PENDING, SENDING, UNCERTAIN, Batch, Claimed, Ledger, Outcome
+from mailer.delivery.ledger import (
+    FAILED,
+    PENDING,
+    SENDING,
+    UNCERTAIN,
+    Batch,
+    Claimed,
+    Ledger,
+    Outcome,
+    copies_elsewhere,
+)
 from mailer.delivery.message import MessageTemplate, Recipient, sender_domain
 from mailer.delivery.pacing import Notice, RateLimiter, RelayContact
 from mailer.delivery.smtp import DeliveryError, FileTransport, SMTPConnection, SMTPSetupError, Transport
@@ -46,6 +56,9 @@ class SendSummary:
     failed_temporary: int = 0
     failed_permanent: int = 0
     skipped: int = 0
+    """Rows skipped in this run because their recipient unsubscribed, was suppressed or left the list."""
+    duplicates: int = 0
+    """Rows skipped in this run because their recipient has (or is getting) the issue through another list."""
     uncertain: int = 0
     held: int = 0
     interrupted: bool = False
@@ -63,9 +76,11 @@ class SendSummary:
         text = (
             f"{self.issue} to '{self.list_name}': {self.sent} sent, "
             f"{self.failed_temporary + self.failed_permanent} failed "
-            f"({self.failed_permanent} permanent), {self.skipped} skipped (unsubscribed or suppressed) "
-            f"in {self.seconds:.1f} s ({rate:.0f}/s)"
+            f"({self.failed_permanent} permanent), {self.skipped} skipped (unsubscribed or suppressed)"
         )
+        if self.duplicates:
+            text += f", {self.duplicates} skipped (already sent through another list)"
+        text += f" in {self.seconds:.1f} s ({rate:.0f}/s)"
         if self.held:
             text += f"; {self.held} uncertain (no reply after the end of data; not resent)"
         if self.uncertain:
@@ -101,6 +116,14 @@ def _sender(settings: Settings) -> str:
 
 def build_template(issue_path: Path, settings: Settings, *, list_name: str | None) -> tuple[str, MessageTemplate]:
     """Validate and render the issue and build its message template: all before any connection."""
+    slug, [template] = build_templates(issue_path, settings, [list_name])
+    return slug, template
+
+
+def build_templates(
+    issue_path: Path, settings: Settings, list_names: Sequence[str | None]
+) -> tuple[str, list[MessageTemplate]]:
+    """The issue validated and rendered once, and its message template for each list (List-Id differs)."""
     slug = slug_of(issue_path)
     if not is_slug(slug):
         raise MailerError(bad_name(issue_path))
@@ -108,16 +131,20 @@ def build_template(issue_path: Path, settings: Settings, *, list_name: str | Non
     rendered = render_issue(issue, slug, settings)
     domain = settings.archive_url.split("//", 1)[-1].split("/", 1)[0]
     sender = _sender(settings)
-    template = MessageTemplate(
-        rendered,
-        subject=issue.email_subject,
-        sender=sender,
-        reply_to=settings.reply_to,
-        list_id=f"{list_name} <{list_name}.{domain}>" if list_name else None,
-        unsubscribe_mailto=settings.unsubscribe_mailto,
-        signer=_dkim_signer(settings, sender_domain(sender)),
-    )
-    return slug, template
+    signer = _dkim_signer(settings, sender_domain(sender))
+    templates = [
+        MessageTemplate(
+            rendered,
+            subject=issue.email_subject,
+            sender=sender,
+            reply_to=settings.reply_to,
+            list_id=f"{list_name} <{list_name}.{domain}>" if list_name else None,
+            unsubscribe_mailto=settings.unsubscribe_mailto,
+            signer=signer,
+        )
+        for list_name in list_names
+    ]
+    return slug, templates
 
 
 def _dkim_signer(settings: Settings, domain: str) -> DkimSigner | None:
@@ -338,12 +365,14 @@ async def send_to_list(
     retry_failed: bool = False,
     include_permanent: bool = False,
     retry_uncertain: bool = False,
+    allow_duplicates: bool = False,
     progress: Progress | None = None,
     notice: Notice | None = None,
     stop: asyncio.Event | None = None,
 ) -> SendSummary:
     """Send what the ledger says is not yet sent; returns the summary.
 
+    People who have (or are getting) the issue through another list are skipped, unless `allow_duplicates`.
     Raises SMTPSetupError when the relay refuses the session or cannot be reached (the rows not
     attempted stay pending), LedgerError when the database goes away for good.
     """
@@ -351,10 +380,18 @@ async def send_to_list(
     secret = _secret(settings)
     summary = SendSummary(slug, list_name)
     started = time.monotonic()
-    ledger = await asyncio.to_thread(Ledger, engine, slug, list_name, lease_seconds=settings.claim_lease_seconds)
+    ledger = await asyncio.to_thread(
+        Ledger,
+        engine,
+        slug,
+        list_name,
+        lease_seconds=settings.claim_lease_seconds,
+        allow_duplicates=allow_duplicates,
+    )
     try:
         await asyncio.to_thread(ledger.recover)
-        _, summary.skipped = await asyncio.to_thread(ledger.prepare)
+        prepared = await asyncio.to_thread(ledger.prepare)
+        summary.skipped, summary.duplicates = prepared.skipped, prepared.covered
         if retry_failed:
             await asyncio.to_thread(ledger.reset_failed, include_permanent=include_permanent)
         if retry_uncertain:
@@ -411,16 +448,35 @@ async def send_test(settings: Settings, issue_path: Path, address: str) -> str:
         await connection.close()
 
 
-async def dry_run(engine: Engine, settings: Settings, issue_path: Path, list_name: str, out_dir: Path) -> int:
-    """Write the .eml file each subscriber would get, byte for byte as a send makes it; send nothing, record nothing."""
-    _, template = build_template(issue_path, settings, list_name=list_name)
+async def dry_run(
+    engine: Engine,
+    settings: Settings,
+    issue_path: Path,
+    list_names: Sequence[str],
+    out_dir: Path,
+    *,
+    allow_duplicates: bool = False,
+) -> int:
+    """Write the .eml files of a send to these lists, byte for byte as a send makes them; send nothing, record nothing.
+
+    One message per person, through the first of the lists that has them, and none for people the ledger shows
+    have (or are getting) the issue through another list; with `allow_duplicates`, one per list and person, as
+    the send would. Returns how many were written.
+    """
+    slug, templates = build_templates(issue_path, settings, list_names)
     secret = _secret(settings)
-    lid = list_id(engine, list_name)
+    ids = [list_id(engine, name) for name in list_names]
     transport = FileTransport(out_dir)
-    for subscriber in mailable_subscribers(engine, list_name):
-        recipient = personal_recipient(settings, secret, lid, subscriber.id, subscriber.email, subscriber.name)
-        _, data = template.message_for(recipient)
-        await transport.send(template.sender_address, subscriber.email, data)
+    written: set[int] = set()
+    for list_name, lid, template in zip(list_names, ids, templates, strict=True):
+        elsewhere = set() if allow_duplicates else copies_elsewhere(engine, slug, lid)
+        for subscriber in mailable_subscribers(engine, list_name):
+            if subscriber.id in elsewhere or (subscriber.id in written and not allow_duplicates):
+                continue
+            recipient = personal_recipient(settings, secret, lid, subscriber.id, subscriber.email, subscriber.name)
+            _, data = template.message_for(recipient)
+            await transport.send(template.sender_address, subscriber.email, data)
+            written.add(subscriber.id)
     return transport.count
 
 

@@ -37,10 +37,10 @@ def sent_to_list(engine: Engine, list_name: str) -> set[str]:
 
 
 def recipients_left(engine: Engine, issue: str, list_names: Collection[str], *, allow_duplicates: bool = False) -> int:
-    """How many people a send of the issue to these lists would mail now: each once, minus who already had it.
+    """How many messages a send of the issue to these lists would make now, as the send counts them.
 
-    "Had it" is any ledger row for the issue that is not skipped: through any list, or with
-    `allow_duplicates` through these lists only.
+    Each person once, minus who already had it (a ledger row for the issue that is not skipped)
+    through any list; with `allow_duplicates`, once per list they are on, minus who had it through that list.
     """
     with engine.connect() as conn:
         ids = [list_id_in(conn, name) for name in list_names]
@@ -48,10 +48,11 @@ def recipients_left(engine: Engine, issue: str, list_names: Collection[str], *, 
             deliveries.c.issue == issue,
             deliveries.c.subscriber_id == memberships.c.subscriber_id,
             deliveries.c.status != SKIPPED,
-            deliveries.c.list_id.in_(ids) if allow_duplicates else sa.true(),
+            deliveries.c.list_id == memberships.c.list_id if allow_duplicates else sa.true(),
         )
+        counted = sa.func.count() if allow_duplicates else sa.func.count(sa.distinct(memberships.c.subscriber_id))
         query = (
-            sa.select(sa.func.count(sa.distinct(memberships.c.subscriber_id)))
+            sa.select(counted)
             .select_from(memberships.join(subscribers))
             .where(
                 memberships.c.list_id.in_(ids),
