@@ -18,7 +18,7 @@ from pathlib import Path
 
 from mailer.compose.build import output_files, write_atomically
 from mailer.compose.load import load_issue
-from mailer.compose.render import PLACEHOLDERS, _mjml_to_html, inline_css, render_issue
+from mailer.compose.render import PLACEHOLDERS, _mjml_to_html, email_context, inline_css, render_issue
 from mailer.compose.templates import default_templates_dir, environment
 from mailer.compose.text import render_text
 from mailer.settings import load_settings
@@ -55,12 +55,7 @@ def main() -> None:
     for slug in ("2016-02", "2015-10"):
         path = ROOT / "issues" / f"{slug}.yaml"
         issue = load_issue(path)
-        context = {
-            "issue": issue,
-            "branding": settings.branding,
-            "web_url": settings.web_url(slug),
-            "archive_url": settings.archive_url,
-        }
+        context = email_context(issue, slug, settings)
         source = template.render(web=False, recipient=PLACEHOLDERS, **context)
         html = _mjml_to_html(source)
         rendered = render_issue(issue, slug, settings)

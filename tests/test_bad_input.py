@@ -204,7 +204,7 @@ def test_render_succeeds_for_every_character_check_accepts(tmp_path: Path) -> No
 title: "x{accepted}"
 date: 2016-03-10
 preheader: "p{_quoted("".join(map(chr, range(0x20, 0x20 + 150))))}"
-greeting: "g{accepted}"
+greeting: "g{accepted.replace("{", "{{").replace("}", "}}")}"
 spotlight: {{headline: "h{accepted}", intro: ["i{accepted}"]}}
 news:
   heading: "n{accepted}"

@@ -179,6 +179,24 @@ def test_a_draft_is_previewed_with_a_visible_draft_badge_that_follows_the_file(b
         preview.stop()
 
 
+def test_the_preview_greets_a_sample_subscriber_and_one_without_a_name(browser: Browser, workdir: Path) -> None:
+    issue = workdir / "issues" / "2016-03.yaml"
+    issue.write_text(MINIMAL + "greeting: Dear {name|colleague},\n", encoding="utf-8")
+    preview = PreviewServer(workdir, "issues/2016-03.yaml")
+    try:
+        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        page.goto(f"{preview.url}/issue/2016-03/")
+        frame_of(page).get_by_text("Dear Ana Example,").wait_for()
+        page.get_by_label("Recipient without a name").check()
+        frame_of(page).get_by_text("Dear colleague,").wait_for()
+        page.get_by_role("button", name="Plain text").click()
+        frame_of(page).get_by_text("Dear colleague,").wait_for()
+        assert "{{" not in frame_of(page).locator("body").inner_text()
+        page.close()
+    finally:
+        preview.stop()
+
+
 def test_only_loopback_can_connect(shared_server: PreviewServer) -> None:
     address = _outside_address()
     if address is None:

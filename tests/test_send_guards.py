@@ -64,8 +64,7 @@ def ledger_rows(engine: Engine, issue: str) -> int:
 
 def received(smtp_server: SMTPServer) -> list[EmailMessage]:
     return [
-        email.message_from_bytes(message.data, policy=email.policy.default)
-        for message in smtp_server.recorder.messages
+        email.message_from_bytes(message.data, policy=email.policy.default) for message in smtp_server.recorder.messages
     ]
 
 

@@ -23,6 +23,7 @@ from ruamel.yaml.reader import ReaderError
 
 from mailer.compose.input_file import read_input
 from mailer.compose.model import Issue
+from mailer.compose.placeholders import Slip, parse_greeting, stray_placeholders
 from mailer.errors import IssueFileError, Problem
 
 MAX_NODES = 20_000
@@ -35,6 +36,11 @@ NOT_IN_EMAIL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff
 """Characters XML 1.0 forbids, exactly the ones MJML (mjml-python) refuses: checked here so check passing means render passes."""
 
 Loc = tuple[int | str, ...]
+
+_LINE_BREAK = re.compile(r"\r\n|[\n\r\x85\u2028\u2029]")
+"""What ruamel.yaml counts as a line break, so source lines match its line numbers."""
+_HEX_DIGITS = {"x": 2, "u": 4, "U": 8}
+"""Digits after a double-quoted scalar's \\x, \\u and \\U escapes."""
 
 
 class _Constructor(RoundTripConstructor):
@@ -81,6 +87,8 @@ class _Document:
     keys: dict[Loc, tuple[int, int]] = field(default_factory=dict)
     unusable: list[tuple[Loc, bool, str]] = field(default_factory=list)
     """(loc, in the key?, character) for text holding a character email HTML cannot carry."""
+    lines: list[str] = field(default_factory=list)
+    """The source, for the column of a place inside a value."""
 
 
 class _TooLarge(Exception):
@@ -184,7 +192,7 @@ def _parse(text: str, path: str) -> _Document:
                 )
             ]
         )
-    doc = _Document(data=None)
+    doc = _Document(data=None, lines=_LINE_BREAK.split(text))
     try:
         doc.data = _plain(tree, (), doc, [MAX_NODES])
     except _TooLarge as error:
@@ -261,6 +269,60 @@ def _position(doc: _Document, loc: Loc, *, key: bool = False) -> tuple[int, int]
     return (1, 1)
 
 
+def _written_at(source: str, value: str) -> list[int] | None:
+    """Where each character of `value` is written in `source` (its line, from the value on): for a plain or
+    quoted scalar on one line; None when the value is written otherwise (block, several lines, an alias)."""
+    quote = source[:1]
+    if quote not in ("'", '"'):
+        return list(range(len(value))) if source.startswith(value) else None
+    offsets: list[int] = []
+    i = 1
+    while i < len(source):
+        char = source[i]
+        if char == quote and not (quote == "'" and source.startswith("''", i)):
+            return offsets if len(offsets) == len(value) else None
+        if len(offsets) == len(value):
+            return None
+        offsets.append(i)
+        if quote == '"' and char == "\\":
+            i += 2 + _HEX_DIGITS.get(source[i + 1 : i + 2], 0)
+            continue
+        if value[len(offsets) - 1] != char:
+            return None
+        i += 2 if char == "'" else 1
+    return None
+
+
+def _inside(doc: _Document, loc: Loc, value: str, offset: int) -> tuple[int, int]:
+    """The line and column of `value[offset]` where it can be known, else of the value."""
+    line, col = _position(doc, loc)
+    source = doc.lines[line - 1][col - 1 :] if line <= len(doc.lines) else ""
+    offsets = _written_at(source, value)
+    return (line, col + offsets[offset]) if offsets is not None and offset < len(offsets) else (line, col)
+
+
+def _strings(data: Any, loc: Loc) -> Iterator[tuple[Loc, str]]:
+    if isinstance(data, dict):
+        for key, value in data.items():
+            yield from _strings(value, (*loc, key))
+    elif isinstance(data, list):
+        for index, value in enumerate(data):
+            yield from _strings(value, (*loc, index))
+    elif isinstance(data, str):
+        yield loc, data
+
+
+def _placeholders(doc: _Document, path: str) -> list[Problem]:
+    """Placeholders that cannot be filled in: mistakes in the greeting's, and any elsewhere, at the place they are written."""
+    problems = []
+    for loc, value in _strings(doc.data, ()):
+        slips: list[Slip] = parse_greeting(value)[1] if loc == ("greeting",) else stray_placeholders(value)
+        problems += [
+            Problem(path, *_inside(doc, loc, value, slip.offset), format_loc(loc), slip.message) for slip in slips
+        ]
+    return problems
+
+
 def _message(error: ErrorDetails, loc: Loc) -> str:
     kind = error["type"]
     if kind == "missing":
@@ -276,9 +338,9 @@ def _message(error: ErrorDetails, loc: Loc) -> str:
     return message
 
 
-def _problems(error: ValidationError, doc: _Document, path: str) -> list[Problem]:
+def _problems(details: list[ErrorDetails], doc: _Document, path: str) -> list[Problem]:
     problems = []
-    for detail in error.errors(include_url=False):
+    for detail in details:
         loc = tuple(detail["loc"])
         line, col = _position(doc, loc, key=detail["type"] == "extra_forbidden")
         problems.append(Problem(path, line, col, format_loc(loc), _message(detail, loc)))
@@ -288,11 +350,20 @@ def _problems(error: ValidationError, doc: _Document, path: str) -> list[Problem
 def parse_issue(text: str, path: str) -> Issue:
     doc = _parse(text, path)
     problems = _unusable(doc, path)
+    reported = {problem.field for problem in problems}
+    placeholders = [problem for problem in _placeholders(doc, path) if problem.field not in reported]
+    placed = {problem.field for problem in placeholders}
     try:
         issue = Issue.model_validate(doc.data)
     except ValidationError as error:
-        reported = {problem.field for problem in problems}
-        problems += [problem for problem in _problems(error, doc, path) if problem.field not in reported]
+        details = [
+            detail
+            for detail in error.errors(include_url=False)
+            if not (detail["type"] == "value_error" and format_loc(tuple(detail["loc"])) in placed)
+        ]  # the greeting's check, reported above with the placeholder's own column
+        problems += [problem for problem in _problems(details, doc, path) if problem.field not in reported]
+    reported = {problem.field for problem in problems}
+    problems += [problem for problem in placeholders if problem.field not in reported]
     if problems:
         raise IssueFileError(sorted(problems, key=lambda p: (p.line, p.column, p.field)))
     return issue

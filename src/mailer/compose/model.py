@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from mailer.compose.markup import check_markup
+from mailer.compose.placeholders import check_greeting
 from mailer.urls import Url
 
 SCHEMA_ID = "https://github.com/mailer/mailer/schema/issue.schema.json"
@@ -22,6 +23,8 @@ Paragraph = Annotated[
     ),
     AfterValidator(check_markup),
 ]
+Greeting = Annotated[Text, AfterValidator(check_greeting)]
+"""Text whose {name} placeholders are filled per recipient (compose/placeholders.py)."""
 Language = Annotated[
     str,
     Field(pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$", description="A language tag such as en or de-AT."),
@@ -130,8 +133,11 @@ class Issue(Part):
     in_this_issue: Text | None = Field(
         None, description='The "In this issue" line; made from the spotlight when left out.'
     )
-    greeting: Text | None = Field(
-        None, description='An opening line; "{name}" in it becomes the subscriber\'s name, e.g. "Dear {name},".'
+    greeting: Greeting | None = Field(
+        None,
+        description='An opening line, e.g. "Dear {name},": {name} becomes the subscriber\'s name. '
+        '"{name|colleague}" says "colleague" to subscribers without a name; without a fallback they get '
+        "the default_greeting setting instead of the line (or no line). Write {{ and }} for literal braces.",
     )
     spotlight: Spotlight | None = None
     news: StorySection | None = None

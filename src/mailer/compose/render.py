@@ -6,23 +6,25 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import mjml
 from premailer import Premailer
 
 from mailer.compose.model import Issue
+from mailer.compose.placeholders import MARKER_KEYS, GreetingLine, greeting_lines, stray_placeholders
 from mailer.compose.template_errors import render_template
 from mailer.compose.templates import default_templates_dir, environment
 from mailer.compose.text import render_text
-from mailer.errors import RenderError
+from mailer.errors import ConfigError, RenderError
 from mailer.settings import Settings
 
-PLACEHOLDERS = {
-    "email": "{{email}}",
-    "name": "{{name}}",
-    "unsubscribe_url": "{{unsubscribe_url}}",
-}
-"""Per-recipient parts left in the email files; sending fills them in for each recipient."""
+PLACEHOLDERS = {key: "{{" + key + "}}" for key in MARKER_KEYS}
+"""Per-recipient parts left in the email files; sending fills them in for each recipient.
+
+The greeting comes as `greetings` (placeholders.greeting_lines): `Dear {{name}},` in a
+`{{#name}}...{{/name}}` section, the default_greeting in a `{{^name}}...{{/name}}` one.
+"""
 
 _STYLE_TAG = re.compile(r"<style(?=[\s>])")
 _IGNORE = ' data-premailer="ignore"'
@@ -66,6 +68,41 @@ def inline_css(html: str, css: str) -> str:
     return inlined.replace(_IGNORE, "")
 
 
+def _greetings(issue: Issue, settings: Settings) -> list[GreetingLine]:
+    default = settings.default_greeting
+    if default and stray_placeholders(default):
+        raise ConfigError(
+            f"default_greeting: {default!r} has a placeholder, but it is the greeting for recipients without "
+            "a name: write it as they should read it, e.g. 'Dear reader,'"
+        )
+    try:
+        return greeting_lines(issue.greeting, default)
+    except ValueError as error:  # an Issue validated by its model cannot get here
+        raise RenderError(f"greeting: {error}") from None
+
+
+def _check_greeting_written(output: str, greetings: list[GreetingLine], templates_dir: Path, template: str) -> None:
+    """Templates copied before placeholders had fallbacks would send `{name|colleague}` as written: refuse them."""
+    for line in greetings:
+        marker = line.when or ("{{name|" if "{{name|" in line.text else "")
+        if marker and marker not in output:
+            raise RenderError(
+                f"{templates_dir}: {template} does not write the greeting from `greetings`, so readers would see "
+                f"its placeholders as written; write it as templates/email/sections/header.mjml and issue.txt do"
+            )
+
+
+def email_context(issue: Issue, slug: str, settings: Settings) -> dict[str, object]:
+    """What the email templates are rendered with, besides `web` and `recipient`."""
+    return {
+        "issue": issue,
+        "branding": settings.branding,
+        "web_url": settings.web_url(slug),
+        "archive_url": settings.archive_url,
+        "greetings": _greetings(issue, settings),
+    }
+
+
 def render_issue(issue: Issue, slug: str, settings: Settings) -> RenderedIssue:
     """Render every output in memory; nothing touches the disk here."""
     templates_dir = settings.templates_dir or default_templates_dir()
@@ -75,17 +112,17 @@ def render_issue(issue: Issue, slug: str, settings: Settings) -> RenderedIssue:
         css = css_file.read_text(encoding="utf-8")
     except OSError as error:
         raise RenderError(f"{css_file}: cannot read: {error.strerror}") from None
-    context: dict[str, object] = {
-        "issue": issue,
-        "branding": settings.branding,
-        "web_url": settings.web_url(slug),
-        "archive_url": settings.archive_url,
-    }
+    context = email_context(issue, slug, settings)
+    greetings = cast(list[GreetingLine], context["greetings"])
     email_mjml = render_template(env, "issue.mjml", web=False, recipient=PLACEHOLDERS, **context)
-    web_mjml = render_template(env, "issue.mjml", web=True, recipient=None, **context)
+    web_mjml = render_template(env, "issue.mjml", web=True, recipient=None, **{**context, "greetings": []})
+    email_html = inline_css(_mjml_to_html(email_mjml), css)
+    text = render_text(env, recipient=PLACEHOLDERS, **context)
+    _check_greeting_written(email_html, greetings, Path(templates_dir), "issue.mjml")
+    _check_greeting_written(text, greetings, Path(templates_dir), "issue.txt")
     return RenderedIssue(
         slug=slug,
-        email_html=inline_css(_mjml_to_html(email_mjml), css),
+        email_html=email_html,
         web_html=inline_css(_mjml_to_html(web_mjml), css),
-        text=render_text(env, recipient=PLACEHOLDERS, **context),
+        text=text,
     )

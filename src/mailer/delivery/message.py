@@ -1,7 +1,8 @@
 """MIME messages for one issue, built once and personalised per recipient in microseconds.
 
 The rendered email is encoded once (quoted-printable, CRLF) into literal byte segments with
-gaps where the per-recipient parts go; each recipient's message is those segments joined with
+gaps where the per-recipient parts go, and sections only some recipients get (the greeting
+line, see compose/placeholders.py); each recipient's message is those segments joined with
 that recipient's encoded values. Every line is at most 76 octets and none starts with a dot,
 so the bytes are ready for SMTP DATA as they are (see smtp.py) and identical in .eml files.
 """
@@ -12,7 +13,6 @@ import datetime as dt
 import email.quoprimime
 import html
 import itertools
-import re
 import secrets
 import time
 from collections.abc import Callable
@@ -20,14 +20,13 @@ from dataclasses import dataclass
 from email.utils import format_datetime, parseaddr
 
 from mailer.audience.addresses import envelope_address
-from mailer.compose.render import PLACEHOLDERS, RenderedIssue
+from mailer.compose.placeholders import Gap, Section, recipient_values, shown, split_markers
+from mailer.compose.render import RenderedIssue
 from mailer.delivery.dkim_signing import DkimSigner
 from mailer.delivery.headers import encoded_header, mailbox_header
 from mailer.delivery.wire import WireBytes
-from mailer.errors import MailerError
+from mailer.errors import MailerError, RenderError
 
-_PLACEHOLDER = re.compile("(" + "|".join(re.escape(p) for p in PLACEHOLDERS.values()) + ")")
-_NAMES = {value: key for key, value in PLACEHOLDERS.items()}
 _QP_WIDTH = 74
 """Two under QP's 76, so a line's leading dot can become =2E without passing the limit."""
 
@@ -48,29 +47,71 @@ def _qp(text: str) -> bytes:
     return encoded.replace(b"\r\n.", b"\r\n=2E")
 
 
-Segment = bytes | str
-"""A literal run of encoded bytes, or the name of a per-recipient value."""
+_SOFT_BREAK = b"=\r\n"
+
+
+@dataclass(frozen=True)
+class _Gap:
+    key: str
+    fallback: bytes | None
+    """Encoded once, on soft-broken lines of its own: what a recipient without the value gets."""
+
+
+@dataclass(frozen=True)
+class _Section:
+    key: str
+    inverted: bool
+    segments: list[bytes | _Gap]
+
+
+Segment = bytes | _Gap | _Section
+"""A literal run of encoded bytes, a per-recipient value, or a run only recipients with (without) a value get."""
+
+
+def _line(pieces: list[str | Gap]) -> list[bytes | _Gap]:
+    return [
+        _qp(piece)
+        if isinstance(piece, str)
+        else _Gap(piece.key, None if piece.fallback is None else _SOFT_BREAK + _qp(piece.fallback) + _SOFT_BREAK)
+        for piece in pieces
+        if piece
+    ]
 
 
 def _segments(text: str) -> list[Segment]:
-    """Encode text around its placeholders; each value later sits on a soft-broken line of its own."""
+    """Encode text around its markers; each value and each section later starts on a soft-broken line of its own."""
+    try:
+        pieces = split_markers(text)
+    except ValueError as error:
+        raise RenderError(f"the rendered email: {error}") from None
     out: list[Segment] = []
-    for piece in _PLACEHOLDER.split(text):
-        if piece in _NAMES:
-            out.append(_NAMES[piece])
-        elif piece:
-            out.append(_qp(piece))
+    for piece in pieces:
+        if isinstance(piece, Section):
+            out.append(_Section(piece.key, piece.inverted, _line(piece.pieces)))
+        else:
+            out += _line([piece])
     return out
 
 
 def _joiner(segments: list[Segment], escape: Callable[[str], str]) -> Callable[[dict[str, str]], bytes]:
+    def gap(segment: _Gap, values: dict[str, str]) -> bytes:
+        value = values[segment.key]
+        if not value and segment.fallback is not None:
+            return segment.fallback
+        return _SOFT_BREAK + _qp(escape(value)) + _SOFT_BREAK
+
     def join(values: dict[str, str]) -> bytes:
         parts: list[bytes] = []
         for segment in segments:
             if isinstance(segment, bytes):
                 parts.append(segment)
+            elif isinstance(segment, _Gap):
+                parts.append(gap(segment, values))
             else:
-                parts.append(b"=\r\n" + _qp(escape(values[segment])) + b"=\r\n")
+                parts.append(_SOFT_BREAK)
+                if shown(segment.key, segment.inverted, values):
+                    parts += [inner if isinstance(inner, bytes) else gap(inner, values) for inner in segment.segments]
+                    parts.append(_SOFT_BREAK)
         return b"".join(parts)
 
     return join
@@ -116,7 +157,7 @@ class MessageTemplate:
             head.append(encoded_header("List-Id", list_id))
         head.append(b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n")
         head.append(b"MIME-Version: 1.0\r\n")
-        head.append(f'Content-Type: multipart/alternative; boundary="{boundary}"\r\n\r\n'.encode())
+        head.append(f'Content-Type: multipart/alternative;\r\n boundary="{boundary}"\r\n\r\n'.encode())
         self._head = b"".join(head)
         part_head = (
             '--{b}\r\nContent-Type: text/{kind}; charset="utf-8"\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n'
@@ -139,7 +180,7 @@ class MessageTemplate:
 
     def build(self, recipient: Recipient, *, message_id: str, date: dt.datetime) -> WireBytes:
         """The whole message for one recipient, CRLF line endings, ready for DATA as it is."""
-        values = {"email": recipient.email, "name": recipient.name, "unsubscribe_url": recipient.unsubscribe_url}
+        values = recipient_values(recipient.email, recipient.name, recipient.unsubscribe_url)
         unsubscribe = f"<{recipient.unsubscribe_url}>"
         if self.unsubscribe_mailto:
             unsubscribe += f", <{self.unsubscribe_mailto}>"

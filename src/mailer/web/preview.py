@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import errno
+import html
 import json
 import socket
 from collections.abc import AsyncIterator
@@ -27,6 +28,7 @@ from mailer.compose.build import size_warning
 from mailer.compose.issues_folder import slug_of
 from mailer.compose.load import load_issue
 from mailer.compose.model import Issue
+from mailer.compose.placeholders import fill, recipient_values
 from mailer.compose.render import RenderedIssue, render_issue
 from mailer.compose.templates import default_templates_dir
 from mailer.errors import MailerError
@@ -110,6 +112,14 @@ def badge(issue: Issue | None, today: dt.date | None = None) -> str:
     return ""
 
 
+SAMPLE_NAME = "Ana Example"
+
+
+def sample_recipient(*, nameless: bool = False) -> dict[str, str]:
+    """Who the preview shows the email to: a subscriber with a name, or (the page's switch) one without."""
+    return recipient_values("ana@example.org", "" if nameless else SAMPLE_NAME, "#unsubscribe-link-of-each-recipient")
+
+
 def create_app(previewer: Previewer) -> Starlette:
     pages = page_templates("preview_page")
 
@@ -150,12 +160,13 @@ def create_app(previewer: Previewer) -> Starlette:
             return PlainTextResponse("not rendered yet: see the errors above", status_code=503)
         kind = request.path_params["kind"]
         headers = {"Cache-Control": "no-store"}
+        values = sample_recipient(nameless=request.query_params.get("nameless") == "1")
         if kind == "email.html":
-            return HTMLResponse(rendered.email_html, headers=headers)
+            return HTMLResponse(fill(rendered.email_html, values, html.escape), headers=headers)
         if kind == "web.html":
             return HTMLResponse(rendered.web_html, headers=headers)
         if kind == "email.txt":
-            return PlainTextResponse(rendered.text, headers=headers)
+            return PlainTextResponse(fill(rendered.text, values), headers=headers)
         return PlainTextResponse("not found", status_code=404)
 
     async def events(request: Request) -> Response:
