@@ -145,3 +145,10 @@ def test_an_import_stores_quoted_fields_without_control_characters(run: Callable
     (tmp_path / "again.csv").write_text(exported, encoding="utf-8")
     again = run("subscribers", "import", "staff", "again.csv")
     assert again.stdout == "again.csv: 0 added, 0 updated, 4 unchanged, 0 invalid, 0 skipped\n"
+
+
+def test_a_list_description_is_one_line_of_plain_text_in_the_lists_table(run: Callable[..., Result]) -> None:
+    created = run("lists", "create", "news", "--description", f"All\r\nBcc: x@example.org{RLO} news\x00", "--public")
+    assert created.exit_code == 0, created.stderr
+    [row] = [line for line in run("lists").stdout.splitlines() if line.startswith("news ")]
+    assert row.endswith("All Bcc: x@example.org news [public]")

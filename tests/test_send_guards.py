@@ -6,6 +6,7 @@ against the aiosmtpd server of `smtp_server` and the SQLite and PostgreSQL datab
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import email
 import email.policy
@@ -23,12 +24,13 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from mailer.audience.database import deliveries, open_database
-from mailer.audience.lists import add_subscriber, create_list
+from mailer.audience.lists import add_subscriber, create_list, remove_subscriber
+from mailer.delivery.send import SendSummary, send_to_lists
 from mailer.errors import ExitStatus
 from mailer.settings import Settings
 from tests.cli_helpers import run_cli
 from tests.conftest import MINIMAL, ROOT, SECRET, fail_process
-from tests.smtp_server import SMTPServer
+from tests.smtp_server import SMTPServer, free_port
 from tests.test_public_web import PublicServer
 
 LATER = (dt.date.today() + dt.timedelta(days=30)).isoformat()
@@ -228,17 +230,6 @@ def test_send_without_a_file_picks_the_newest_ready_issue_not_yet_sent_to_that_l
     assert "Draft May" not in subjects and "March by date" not in subjects
 
 
-def test_send_without_a_file_refuses_a_later_date_unless_forced(
-    workdir: Path, staff: Engine, env: dict[str, str | None]
-) -> None:
-    run_cli("send", "issues/2016-02.yaml", "--list", "staff", cwd=workdir, env=env)
-    write_issue(workdir, "2099-01", date=LATER, title="Later January")
-    refused = run_cli("send", "--list", "staff", "--yes", cwd=workdir, env=env)
-    assert refused.exit_code == ExitStatus.INVALID_INPUT
-    assert refused.stderr.startswith(f"issues/2099-01.yaml: dated {LATER}, after today")
-    assert ledger_rows(staff, "2099-01") == 0
-
-
 def _ask(workdir: Path, env: dict[str, str | None], answer: str) -> tuple[int, str]:
     """`mailer send --list staff` at a terminal: stdin is a pty, the answer typed into it."""
     controller, terminal = pty.openpty()
@@ -360,3 +351,110 @@ def test_publish_writes_by_default_where_git_ignores_it(workdir: Path) -> None:
         ["git", "-C", str(ROOT), "check-ignore", "--no-index", "-q", "build/site/index.html"], check=False
     )
     assert ignored.returncode == 0, "the repository's .gitignore does not cover mailer publish's default folder"
+
+
+# --- found by trying to break it ----------------------------------------------------------------------
+
+
+def test_every_list_of_a_send_gets_the_version_checked_before_the_first(
+    workdir: Path, staff: Engine, send_settings: Settings, smtp_server: SMTPServer
+) -> None:
+    create_list(staff, "partners")
+    add_subscriber(staff, "partners", "cy@example.org")
+    issue = write_issue(workdir, "2016-03", date="2016-03-10", title="As checked")
+
+    def edit_after_the_first_list(summary: SendSummary) -> None:
+        issue.write_text(issue.read_text().replace("As checked", "Edited later") + "status: draft\n")
+
+    settings = send_settings.model_copy(update={"issues_dir": workdir / "issues"})
+    summaries = asyncio.run(
+        send_to_lists(staff, settings, issue, ["staff", "partners"], finished=edit_after_the_first_list)
+    )
+    assert [summary.sent for summary in summaries] == [2, 1]
+    assert [str(message["Subject"]) for message in received(smtp_server)] == ["As checked"] * 3
+
+
+def test_an_unknown_list_anywhere_on_the_line_stops_the_send_before_the_first_message(
+    workdir: Path, staff: Engine, env: dict[str, str | None], smtp_server: SMTPServer
+) -> None:
+    result = run_cli("send", "issues/2016-02.yaml", "--list", "staff", "--list", "staf", cwd=workdir, env=env)
+    assert (result.exit_code, result.stderr) == (
+        ExitStatus.INVALID_INPUT,
+        "unknown list 'staf'; did you mean 'staff'?\n",
+    )
+    assert smtp_server.recorder.messages == [] and ledger_rows(staff, "2016-02") == 0
+
+
+@pytest.mark.parametrize("place", ["elsewhere/2016-03.yaml", "issues/2016-03.yml"])
+def test_a_file_the_archive_would_not_publish_is_not_sent_to_a_list(
+    workdir: Path, staff: Engine, env: dict[str, str | None], smtp_server: SMTPServer, place: str
+) -> None:
+    path = workdir / place
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(MINIMAL, encoding="utf-8")
+    refused = run_cli("send", place, "--list", "staff", cwd=workdir, env=env)
+    assert refused.exit_code == ExitStatus.INVALID_INPUT
+    assert refused.stderr.startswith(f"{place}: not one of the issue files in issues/ (NAME.yaml)")
+    assert smtp_server.recorder.messages == []
+    assert run_cli("send", place, "--to", "me@example.org", cwd=workdir, env=env).exit_code == 0
+
+
+def test_send_without_a_file_resumes_a_send_that_did_not_finish(
+    workdir: Path, staff: Engine, env: dict[str, str | None], smtp_server: SMTPServer
+) -> None:
+    closed = {**env, "MAILER_SMTP_PORT": str(free_port())}
+    stopped = run_cli("send", "--list", "staff", "--yes", cwd=workdir, env=closed)
+    assert stopped.exit_code == ExitStatus.DELIVERY_FAILED
+    assert ledger_rows(staff, "2016-02") == 2 and smtp_server.recorder.messages == []
+
+    resumed = run_cli("send", "--list", "staff", "--yes", cwd=workdir, env=env)
+    assert resumed.exit_code == 0, resumed.stderr
+    assert resumed.stdout.splitlines()[0] == "issue: issues/2016-02.yaml (resuming the send that did not finish)"
+    assert smtp_server.recorder.delivered() == {"ana@example.org": 1, "bob@example.org": 1}
+
+
+def test_send_without_a_file_passes_over_a_later_date_unless_forced(
+    workdir: Path, staff: Engine, env: dict[str, str | None], smtp_server: SMTPServer
+) -> None:
+    assert run_cli("send", "issues/2016-02.yaml", "--list", "staff", cwd=workdir, env=env).exit_code == 0
+    write_issue(workdir, "2099-01", date=LATER, title="Later January")
+    write_issue(workdir, "2016-03", date="2016-03-10", title="March")
+    due = run_cli("send", "--list", "staff", "--yes", cwd=workdir, env=env)
+    assert due.exit_code == 0, due.stderr
+    assert due.stdout.splitlines()[0] == "issue: issues/2016-03.yaml"
+
+    waiting = run_cli("send", "--list", "staff", "--yes", cwd=workdir, env=env)
+    assert waiting.exit_code == ExitStatus.INVALID_INPUT
+    assert waiting.stderr == (
+        "nothing new to send to staff: the last issue it was sent is 2016-03 'March' "
+        f"(2099-01: dated {LATER}, --force sends it now); name an issue file to send another\n"
+    )
+    forced = run_cli("send", "--list", "staff", "--yes", "--force", cwd=workdir, env=env)
+    assert forced.exit_code == 0, forced.stderr
+    assert forced.stdout.splitlines()[0] == "issue: issues/2099-01.yaml"
+
+
+def test_a_dry_run_replaces_what_an_earlier_dry_run_wrote(
+    workdir: Path, staff: Engine, env: dict[str, str | None]
+) -> None:
+    (workdir / "eml").mkdir()
+    (workdir / "eml" / "notes.txt").write_text("mine", encoding="utf-8")
+    assert run_cli("send", "issues/2016-02.yaml", "--list", "staff", "--dry-run", "-o", "eml", cwd=workdir, env=env)
+    remove_subscriber(staff, "staff", "bob@example.org")
+    again = run_cli("send", "issues/2016-02.yaml", "--list", "staff", "--dry-run", "-o", "eml", cwd=workdir, env=env)
+    assert again.stdout == "dry run: wrote 1 message to eml/; nothing was sent\n"
+    assert sorted(path.name for path in (workdir / "eml").iterdir()) == ["000001-ana@example.org.eml", "notes.txt"]
+
+
+def test_to_takes_no_list_flags_and_mails_a_repeated_address_once(
+    workdir: Path, env: dict[str, str | None], smtp_server: SMTPServer
+) -> None:
+    for flag in ("--retry-failed", "--retry-uncertain", "--yes"):
+        mixed = run_cli("send", "issues/2016-02.yaml", "--to", "me@example.org", flag, cwd=workdir, env=env)
+        assert mixed.exit_code == ExitStatus.USAGE, flag
+        assert f"{flag}: for sends to a list; --to sends test messages" in mixed.stderr
+    twice = run_cli(
+        "send", "issues/2016-02.yaml", "--to", "me@example.org", "--to", "ME@example.org", cwd=workdir, env=env
+    )
+    assert twice.exit_code == 0, twice.stderr
+    assert len(smtp_server.recorder.messages) == 1

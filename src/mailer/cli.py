@@ -341,15 +341,24 @@ def send(
     """
     from mailer.compose.issues_folder import slug_of
     from mailer.delivery import send as sending
-    from mailer.delivery.send_guard import sendable_issue
     from mailer.settings import load_settings
 
     if test_addresses and list_names:
         raise click.UsageError("--to sends test messages outside any list; leave out --list (or --to)")
     if not list_names and not test_addresses:
         raise click.UsageError("name the list with --list (or test addresses with --to)")
-    if test_addresses and (dry_run or force or allow_duplicates):
-        raise click.UsageError("--dry-run, --force and --allow-duplicates are for list sends; --to sends test messages")
+    list_only = {
+        "--dry-run": dry_run,
+        "--force": force,
+        "--allow-duplicates": allow_duplicates,
+        "--retry-failed": retry_failed,
+        "--include-permanent": include_permanent,
+        "--retry-uncertain": retry_uncertain,
+        "--yes": yes,
+    }
+    if test_addresses and any(list_only.values()):
+        flags = ", ".join(flag for flag, given in list_only.items() if given)
+        raise click.UsageError(f"{flags}: for sends to a list; --to sends test messages")
     if len(set(list_names)) != len(list_names):
         raise click.UsageError("a list is named twice with --list")
     settings = load_settings(config_file)
@@ -371,29 +380,39 @@ def send(
         )
         click.echo(f"dry run: wrote {plural(count, 'message')} to {folder}/; nothing was sent")
         return
-    sendable_issue(issue_file, settings, force=force)
     _warn_about_the_relay(settings)
     from mailer.delivery.smtp import SMTPSetupError
 
-    options = {
-        "retry_failed": retry_failed,
-        "include_permanent": include_permanent,
-        "retry_uncertain": retry_uncertain,
-        "allow_duplicates": allow_duplicates,
-    }
     complete = True
-    for list_name in list_names:
-        try:
-            summary = sending.run(_send_with_progress(engine, settings, issue_file, list_name, **options))
-        except SMTPSetupError as error:  # the relay refused the session or cannot be reached: rows stay pending
-            click.echo(str(error), err=True)
-            sys.exit(ExitStatus.DELIVERY_FAILED)
+
+    def finished(summary: SendSummary) -> None:
+        nonlocal complete
+        assert issue_file is not None
+        if sys.stderr.isatty():
+            click.echo("", err=True)  # off the progress line
         click.echo(summary.line())
         for line in summary.advice(issue_file):
             click.echo(line, err=True)
         complete = complete and summary.complete
-        if summary.interrupted:
-            break
+
+    try:
+        sending.run(
+            _send_with_progress(
+                engine,
+                settings,
+                issue_file,
+                list_names,
+                finished,
+                force=force,
+                retry_failed=retry_failed,
+                include_permanent=include_permanent,
+                retry_uncertain=retry_uncertain,
+                allow_duplicates=allow_duplicates,
+            )
+        )
+    except SMTPSetupError as error:  # the relay refused the session or cannot be reached: rows stay pending
+        click.echo(str(error), err=True)
+        sys.exit(ExitStatus.DELIVERY_FAILED)
     if not complete:
         sys.exit(ExitStatus.DELIVERY_FAILED)
 
@@ -402,7 +421,7 @@ def _test_addresses(given: tuple[str, ...], settings: Settings) -> list[str]:
     """Each --to checked as an import checks an address: one address each, valid, with a usable domain."""
     from mailer.audience.addresses import InvalidAddress, normalise_email
 
-    addresses = []
+    addresses: dict[str, str] = {}
     for value in given:
         if "," in value or ";" in value:
             raise click.BadParameter(
@@ -410,11 +429,11 @@ def _test_addresses(given: tuple[str, ...], settings: Settings) -> list[str]:
                 param_hint="--to",
             )
         try:
-            address, _ = normalise_email(value, special_use_domains=settings.special_use_domains)
+            address, key = normalise_email(value, special_use_domains=settings.special_use_domains)
         except InvalidAddress as error:
             raise click.BadParameter(f"{value!r} is not a valid address: {error}", param_hint="--to") from None
-        addresses.append(address)
-    return addresses
+        addresses.setdefault(key, address)  # the same person written twice gets one message
+    return list(addresses.values())
 
 
 def _newest_issue(settings: Settings) -> Path:
@@ -429,26 +448,36 @@ def _newest_issue(settings: Settings) -> Path:
 def _choose_issue(
     engine: Engine, settings: Settings, list_names: tuple[str, ...], *, force: bool, ask: bool, allow_duplicates: bool
 ) -> Path:
-    """The newest ready issue none of the lists has had, checked for sending, and confirmed at a terminal."""
+    """The issue the lists are due (see IssuesScan.next_to_send), confirmed at a terminal."""
     from mailer.compose.issues_folder import scan_issues
-    from mailer.delivery.send_guard import refuse_unsendable
-    from mailer.delivery.sent_issues import recipients_left, sent_to_list
+    from mailer.delivery.sent_issues import recipients_left, sent_to_list, unfinished_for_list
 
     scan = scan_issues(settings.issues_dir, max_bytes=settings.max_issue_bytes)
     scan.refuse_to_guess(f"which issue to send to {_names(list_names)}")
-    picks = {name: scan.next_to_send(name, sent_to_list(engine, name)) for name in list_names}
+    today = dt.date.today()
+    picks = {
+        name: scan.next_to_send(
+            name,
+            sent_to_list(engine, name),
+            unfinished=unfinished_for_list(engine, name),
+            today=today,
+            force=force,
+        )
+        for name in list_names
+    }
     found = picks[list_names[0]]
     if any(pick != found for pick in picks.values()):
         which = ", ".join(f"{name}: {pick.slug}" for name, pick in picks.items())
         raise MailerError(f"the lists are not at the same issue ({which}); name the issue file")
-    refuse_unsendable(found.path, found.issue, today=dt.date.today(), force=force)
-    click.echo(f"issue: {found.path}")
+    left = recipients_left(engine, found.slug, list_names, allow_duplicates=allow_duplicates)
+    resuming = any(found.slug in sent_to_list(engine, name) for name in list_names)
+    click.echo(f"issue: {found.path}" + (" (resuming the send that did not finish)" if resuming else ""))
     if ask:
         if not sys.stdin.isatty():
             raise MailerError(f"no issue file named; name it, or pass --yes to send {found.label}")
-        left = recipients_left(engine, found.slug, list_names, allow_duplicates=allow_duplicates)
         count = plural(left, "recipient")
-        click.confirm(f"Send {found.label} to {_names(list_names)} ({count})?", abort=True)
+        verb = "Resume sending" if resuming else "Send"
+        click.confirm(f"{verb} {found.label} to {_names(list_names)} ({count})?", abort=True)
     return found.path
 
 
@@ -472,16 +501,17 @@ async def _send_with_progress(
     engine: Engine,
     settings: Settings,
     issue_file: Path,
-    list_name: str,
+    list_names: tuple[str, ...],
+    finished: Callable[[SendSummary], None],
     **options: bool,
-) -> SendSummary:
+) -> list[SendSummary]:
     """A progress bar on a terminal, a line every 10 s otherwise; Ctrl-C finishes the messages in flight.
 
     Notices (the relay unreachable, waiting for another sender) take the progress line at once.
     """
     import time
 
-    from mailer.delivery.send import send_to_list
+    from mailer.delivery.send import send_to_lists
 
     stop = asyncio.Event()
     started = last = time.monotonic()
@@ -505,8 +535,16 @@ async def _send_with_progress(
 
     try:
         with _stopped_by_signals(stop):
-            return await send_to_list(
-                engine, settings, issue_file, list_name, progress=progress, notice=notice, stop=stop, **options
+            return await send_to_lists(
+                engine,
+                settings,
+                issue_file,
+                list_names,
+                progress=progress,
+                notice=notice,
+                stop=stop,
+                finished=finished,
+                **options,
             )
     finally:
         if sys.stderr.isatty():

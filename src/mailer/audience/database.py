@@ -107,7 +107,7 @@ deliveries = sa.Table(
 )
 """One row per (issue, list, recipient). `allow_duplicate` marks a row sent on purpose to someone another list
 already had (--allow-duplicates, or sent twice before migration 0006); `covered_by` is the list whose row
-makes a `skipped` row unnecessary ("already sent through 'staff'"). Of the rows of one issue and one person,
+makes a `skipped` row unnecessary ("gets it through 'staff'"). Of the rows of one issue and one person,
 at most one that is not skipped and not an allowed duplicate exists: the database enforces one copy per person
 (uq_deliveries_one_copy), whatever senders run at the same time.
 """

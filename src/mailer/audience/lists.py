@@ -105,8 +105,13 @@ def list_id(engine: Engine, name: str) -> int:
 
 
 def create_list(engine: Engine, name: str, description: str = "", *, public: bool = False) -> None:
+    """A new list; its description is one line of plain text, cleaned like a name (it titles the subscribe page)."""
     if not LIST_NAME.match(name):
         raise MailerError(f"list name '{name}': use lower-case letters, digits, - and _ (e.g. staff, press-2016)")
+    description = clean_text(description)
+    problem = text_problem("description", description)
+    if problem:
+        raise MailerError(f"list '{name}': {problem}")
     with engine.begin() as conn:
         if conn.execute(sa.select(lists.c.id).where(lists.c.name == name)).first():
             raise MailerError(f"list '{name}' already exists")

@@ -128,27 +128,48 @@ class IssuesScan:
         self.refuse_to_guess("which issue is newest")
         return self.issues[0]
 
-    def next_to_send(self, list_name: str, sent_to_list: Collection[str]) -> IssueFile:
-        """The newest ready issue not yet sent to the list, and newer than every issue that was.
+    def next_to_send(
+        self,
+        list_name: str,
+        sent_to_list: Collection[str],
+        *,
+        unfinished: Collection[str] = (),
+        today: dt.date,
+        force: bool = False,
+    ) -> IssueFile:
+        """What `mailer send --list NAME` sends without a file.
 
-        Never an older issue the list missed: sending it now is a decision to make by naming its file.
+        The last issue the list was sent, again, while it has rows left to send (a send that was
+        interrupted resumes); else the newest ready issue newer than it, dated today or before
+        (`force`: or later). Never an older issue the list missed: sending that is a decision to
+        make by naming its file.
         """
         self.refuse_to_guess(f"which issue to send to {list_name}")
         went = [found for found in self.issues if found.slug in sent_to_list]
         last = went[0] if went else None
+        if last is not None and last.slug in unfinished:
+            return last
 
         def newer(found: IssueFile) -> bool:
             return last is None or (found.issue.date, found.slug) > (last.issue.date, last.slug)
 
         candidates = [found for found in self.ready if newer(found)]
-        if candidates:
-            return candidates[0]
-        drafts = [found.slug for found in self.issues if found.issue.is_draft and newer(found)]
-        waiting = f" ({', '.join(drafts)}: status: draft)" if drafts else ""
+        due = [found for found in candidates if force or found.issue.date <= today]
+        if due:
+            return due[0]
+        waiting = [
+            *(f"{found.slug}: status: draft" for found in self.issues if found.issue.is_draft and newer(found)),
+            *(
+                f"{found.slug}: dated {found.issue.date.isoformat()}, --force sends it now"
+                for found in candidates
+                if found not in due
+            ),
+        ]
+        note = f" ({'; '.join(waiting)})" if waiting else ""
         if last is None:
-            raise MailerError(f"{self.folder}: no ready issue to send to {list_name}{waiting}; name the issue file")
+            raise MailerError(f"{self.folder}: no ready issue to send to {list_name}{note}; name the issue file")
         raise MailerError(
-            f"nothing new to send to {list_name}: the last issue it was sent is {last.label}{waiting}; "
+            f"nothing new to send to {list_name}: the last issue it was sent is {last.label}{note}; "
             "name an issue file to send another"
         )
 

@@ -32,7 +32,7 @@ class StatusReport:
             f"{c.get(FAILED, 0)} failed, {held}{c.get(SKIPPED, 0)} skipped"
         )
         rows = [
-            f"  {count} skipped: already sent through " + (f"'{name}'" if name else "another list")
+            f"  {count} skipped: they get it through " + (f"'{name}'" if name else "another list")
             for name, count in self.covered.items()
         ]
         rows += [

@@ -37,6 +37,7 @@ from mailer.delivery.ledger import (
 )
 from mailer.delivery.message import MessageTemplate, Recipient, sender_domain
 from mailer.delivery.pacing import Notice, RateLimiter, RelayContact
+from mailer.delivery.send_guard import SendGuard
 from mailer.delivery.smtp import DeliveryError, FileTransport, SMTPConnection, SMTPSetupError, Transport
 from mailer.delivery.unsubscribe import make_token, unsubscribe_url
 from mailer.errors import ConfigError, MailerError
@@ -79,7 +80,7 @@ class SendSummary:
             f"({self.failed_permanent} permanent), {self.skipped} skipped (unsubscribed or suppressed)"
         )
         if self.duplicates:
-            text += f", {self.duplicates} skipped (already sent through another list)"
+            text += f", {self.duplicates} skipped (they get it through another list)"
         text += f" in {self.seconds:.1f} s ({rate:.0f}/s)"
         if self.held:
             text += f"; {self.held} uncertain (no reply after the end of data; not resent)"
@@ -121,13 +122,19 @@ def build_template(issue_path: Path, settings: Settings, *, list_name: str | Non
 
 
 def build_templates(
-    issue_path: Path, settings: Settings, list_names: Sequence[str | None]
+    issue_path: Path, settings: Settings, list_names: Sequence[str | None], *, guard: SendGuard | None = None
 ) -> tuple[str, list[MessageTemplate]]:
-    """The issue validated and rendered once, and its message template for each list (List-Id differs)."""
+    """The issue validated and rendered once, and its message template for each list (List-Id differs).
+
+    `guard` (a list send) checks the very version of the file that is rendered: no draft, no later
+    date unless forced, only a file the archive publishes.
+    """
     slug = slug_of(issue_path)
     if not is_slug(slug):
         raise MailerError(bad_name(issue_path))
     issue = load_issue(issue_path, max_bytes=settings.max_issue_bytes)
+    if guard is not None:
+        guard.check(issue_path, issue)
     rendered = render_issue(issue, slug, settings)
     domain = settings.archive_url.split("//", 1)[-1].split("/", 1)[0]
     sender = _sender(settings)
@@ -362,6 +369,7 @@ async def send_to_list(
     issue_path: Path,
     list_name: str,
     *,
+    force: bool = False,
     retry_failed: bool = False,
     include_permanent: bool = False,
     retry_uncertain: bool = False,
@@ -370,14 +378,95 @@ async def send_to_list(
     notice: Notice | None = None,
     stop: asyncio.Event | None = None,
 ) -> SendSummary:
-    """Send what the ledger says is not yet sent; returns the summary.
+    """Send the issue to one list: send_to_lists with one list."""
+    [summary] = await send_to_lists(
+        engine,
+        settings,
+        issue_path,
+        [list_name],
+        force=force,
+        retry_failed=retry_failed,
+        include_permanent=include_permanent,
+        retry_uncertain=retry_uncertain,
+        allow_duplicates=allow_duplicates,
+        progress=progress,
+        notice=notice,
+        stop=stop,
+    )
+    return summary
 
-    People who have (or are getting) the issue through another list are skipped, unless `allow_duplicates`.
-    Raises SMTPSetupError when the relay refuses the session or cannot be reached (the rows not
-    attempted stay pending), LedgerError when the database goes away for good.
+
+async def send_to_lists(
+    engine: Engine,
+    settings: Settings,
+    issue_path: Path,
+    list_names: Sequence[str],
+    *,
+    force: bool = False,
+    retry_failed: bool = False,
+    include_permanent: bool = False,
+    retry_uncertain: bool = False,
+    allow_duplicates: bool = False,
+    progress: Progress | None = None,
+    notice: Notice | None = None,
+    stop: asyncio.Event | None = None,
+    finished: Callable[[SendSummary], None] | None = None,
+) -> list[SendSummary]:
+    """Send what the ledger says is not yet sent, list after list; returns a summary per list sent to.
+
+    Everything is checked before the first message: every list name, and the issue (rendered once,
+    refused if it is a draft, dated later without `force`, or outside the issues folder), so every
+    list gets the same version of it. People who have (or are getting) the issue through another
+    list are skipped, unless `allow_duplicates`. `finished` hears each list's summary as it ends;
+    an interrupted list ends the run. Raises SMTPSetupError when the relay refuses the session or
+    cannot be reached (the rows not attempted stay pending), LedgerError when the database goes away.
     """
-    slug, template = build_template(issue_path, settings, list_name=list_name)
+    for list_name in list_names:
+        await asyncio.to_thread(list_id, engine, list_name)
+    guard = SendGuard(settings.issues_dir, force=force)
+    slug, templates = build_templates(issue_path, settings, list_names, guard=guard)
     secret = _secret(settings)
+    summaries: list[SendSummary] = []
+    for list_name, template in zip(list_names, templates, strict=True):
+        summary = await _send_one(
+            engine,
+            settings,
+            slug,
+            template,
+            secret,
+            list_name,
+            retry_failed=retry_failed,
+            include_permanent=include_permanent,
+            retry_uncertain=retry_uncertain,
+            allow_duplicates=allow_duplicates,
+            progress=progress,
+            notice=notice,
+            stop=stop or asyncio.Event(),
+        )
+        summaries.append(summary)
+        if finished is not None:
+            finished(summary)
+        if summary.interrupted:
+            break
+    return summaries
+
+
+async def _send_one(
+    engine: Engine,
+    settings: Settings,
+    slug: str,
+    template: MessageTemplate,
+    secret: str,
+    list_name: str,
+    *,
+    retry_failed: bool,
+    include_permanent: bool,
+    retry_uncertain: bool,
+    allow_duplicates: bool,
+    progress: Progress | None,
+    notice: Notice | None,
+    stop: asyncio.Event,
+) -> SendSummary:
     summary = SendSummary(slug, list_name)
     started = time.monotonic()
     ledger = await asyncio.to_thread(
@@ -403,7 +492,7 @@ async def send_to_list(
             secret=secret,
             relay=RelayContact(settings, RateLimiter(settings.rate_per_second, settings.rate_per_hour), notice),
             tally=_Tally(summary, total=await asyncio.to_thread(ledger.pending), progress=progress),
-            stop=stop or asyncio.Event(),
+            stop=stop,
             notice=notice,
         )
         workers = settings.smtp_pool_size
@@ -467,6 +556,7 @@ async def dry_run(
     secret = _secret(settings)
     ids = [list_id(engine, name) for name in list_names]
     transport = FileTransport(out_dir)
+    transport.clear()
     written: set[int] = set()
     for list_name, lid, template in zip(list_names, ids, templates, strict=True):
         elsewhere = set() if allow_duplicates else copies_elsewhere(engine, slug, lid)

@@ -9,7 +9,7 @@ from sqlalchemy.engine import Engine
 
 from mailer.audience.database import SUBSCRIBED, deliveries, memberships, subscribers, suppressions
 from mailer.audience.lists import list_id, list_id_in
-from mailer.delivery.ledger import SENDING, SENT, SKIPPED, UNCERTAIN
+from mailer.delivery.ledger import PENDING, SENDING, SENT, SKIPPED, UNCERTAIN
 
 MAY_HAVE_ARRIVED = (SENT, SENDING, UNCERTAIN)
 """A row in one of these states may be in someone's inbox, linking to the issue's web version."""
@@ -34,6 +34,18 @@ def sent_to_list(engine: Engine, list_name: str) -> set[str]:
     lid = list_id(engine, list_name)
     with engine.connect() as conn:
         return set(conn.execute(sa.select(deliveries.c.issue).where(deliveries.c.list_id == lid).distinct()).scalars())
+
+
+def unfinished_for_list(engine: Engine, list_name: str) -> set[str]:
+    """The issues whose send to the list has rows left to send: interrupted, or stopped by the relay."""
+    lid = list_id(engine, list_name)
+    with engine.connect() as conn:
+        query = (
+            sa.select(deliveries.c.issue)
+            .where(deliveries.c.list_id == lid, deliveries.c.status.in_((PENDING, SENDING)))
+            .distinct()
+        )
+        return set(conn.execute(query).scalars())
 
 
 def recipients_left(engine: Engine, issue: str, list_names: Collection[str], *, allow_duplicates: bool = False) -> int:

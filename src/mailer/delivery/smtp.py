@@ -369,12 +369,22 @@ class SMTPConnection:
                 smtp.close()
 
 
+_WRITTEN = re.compile(r"\d{6}-[A-Za-z0-9@._-]+\.eml")
+
+
 @dataclass
 class FileTransport:
     """Writes each message as an .eml file instead of sending it: the dry run."""
 
     folder: Path
     count: int = 0
+
+    def clear(self) -> int:
+        """Remove the messages an earlier dry run wrote here, so the folder holds this run's alone."""
+        old = [path for path in self.folder.glob("*.eml") if _WRITTEN.fullmatch(path.name)]
+        for path in old:
+            path.unlink()
+        return len(old)
 
     async def send(self, sender: str, recipient: str, data: bytes) -> str:
         self.count += 1

@@ -83,7 +83,7 @@ def upgrade() -> None:
         .values(
             status="skipped",
             covered_by=_keeps(keeper.c.list_id),
-            reply=sa.literal("already sent through '") + _keeps(lists.c.name) + sa.literal("'"),
+            reply=sa.literal("gets it through '") + _keeps(lists.c.name) + sa.literal("'"),
         )
     )
     op.create_index(
