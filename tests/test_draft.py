@@ -640,3 +640,26 @@ def test_an_item_day_is_the_day_the_feed_wrote_not_utc(tmp_path: Path) -> None:
     issue = parse_issue(drafted.text, "draft")
     assert [s.url for s in stories(issue)] == [None, None]
     assert issue.news is not None and issue.news.more is None  # the feed names no site
+
+
+def test_feed_text_that_reads_as_a_placeholder_is_drafted_with_parentheses_and_a_warning(
+    workdir: Path, tmp_path: Path
+) -> None:
+    feed = tmp_path / "feed.xml"
+    feed.write_text(
+        rss(
+            rss_item("Templates: how to write {name} in {{email}}", link="https://news.example.org/a")
+            + rss_item("A plain story", link="https://news.example.org/b", body="<p>Say {first|last} here.</p>")
+        ),
+        encoding="utf-8",
+    )
+    result = mailer("draft", "--feed", str(feed), "--since", "2019-07-01", "-o", "issues/2019-08.yaml", cwd=workdir)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines()[:2] == [
+        f"{feed}: item 'Templates: how to write {{name}} in {{{{email}}}}': {{name}} would read as a placeholder; "
+        "written with parentheses, check it",
+        f"{feed}: item 'A plain story': {{first|last}} would read as a placeholder; written with parentheses, check it",
+    ]
+    text = (workdir / "issues" / "2019-08.yaml").read_text(encoding="utf-8")
+    assert "how to write (name) in ((email))" in text and "Say (first|last) here." in text
+    assert mailer("check", "issues/2019-08.yaml", cwd=workdir).returncode == 0

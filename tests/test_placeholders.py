@@ -157,16 +157,17 @@ def send_to_staff(
     names: dict[str, str],
     *,
     default: str | None,
+    body: str = BODY,
 ) -> dict[str, bytes]:
     """Send an issue with this greeting to a list of these people; what the server received, by address."""
-    issue = content_folder(tmp_path, HEAD + f"greeting: {greeting}\n" + BODY)
+    issue = content_folder(tmp_path, HEAD + f"greeting: {greeting}\n" + body)
     engine = open_database(settings.database_url)
     create_list(engine, "staff", "All staff")
     for address, name in names.items():
         add_subscriber(engine, "staff", address, name=name)
     with engine.begin() as conn:  # a name stored before names were cleaned on the way in: only spaces
         conn.execute(sa.update(subscribers).where(subscribers.c.email == "blank@example.org").values(name="   "))
-    settings = settings.model_copy(update={"default_greeting": default})
+    settings = settings.model_copy(update={"default_greeting": default, "issues_dir": issue.parent})
     summary = asyncio.run(send_to_list(engine, settings, issue, "staff"))
     engine.dispose()
     assert summary.sent == len(names)
@@ -294,3 +295,53 @@ def test_templates_copied_before_fallbacks_are_refused_not_sent(tmp_path: Path) 
         f"{custom}: issue.mjml does not write the greeting from `greetings`, so readers would see its placeholders "
         "as written; write it as templates/email/sections/header.mjml and issue.txt do\n",
     )
+
+
+@sqlite_only
+def test_content_cannot_forge_a_placeholder_through_markup_escapes_or_branding(
+    tmp_path: Path, send_settings: Settings, smtp_server: SMTPServer
+) -> None:
+    """`\\{\\{name\\}\\}` passes the check as text and markup makes it `{{name}}`: it must stay text for everyone."""
+    body = BODY.replace(
+        "The first paragraph.",
+        "'Write \\{\\{name\\}\\} or \\{\\{email\\}\\}; sections close with \\{\\{/name\\}\\}.'",
+    )
+    branding = send_settings.branding.model_copy(
+        update={"full_name": "Centre for {{name}}", "address": ["{{/name}}", "{{unsubscribe_url}}"]}
+    )
+    settings = send_settings.model_copy(update={"branding": branding})
+    assert run_cli("check", str(content_folder(tmp_path, HEAD + body)), cwd=tmp_path).exit_code == 0
+    received = send_to_staff(tmp_path, settings, smtp_server, "Dear {name|colleague},", PEOPLE, default=None, body=body)
+    for address in ("ana@example.org", "nobody@example.org"):
+        text, html_text = parts(received[address])
+        for part in (text, " ".join(lxml_html.fromstring(html_text).text_content().split())):
+            shown = part.replace("\u200b", "")
+            assert "Write {{name}} or {{email}}; sections close with {{/name}}." in shown, address
+            assert "Centre for {{name}}" in shown
+            assert (
+                "Write Ana" not in shown and "Centre for Ana" not in shown and address not in shown.split("sent to")[0]
+            )
+
+
+@sqlite_only
+def test_a_name_that_shows_nothing_is_no_name(tmp_path: Path, send_settings: Settings, smtp_server: SMTPServer) -> None:
+    invisible = {
+        "zwsp@example.org": "\u200b",
+        "bom@example.org": "\ufeff\u200d",
+        "filler@example.org": "\u3164",
+        "braille@example.org": "\u2800",
+        "accent@example.org": "\u0301",
+    }
+    received = send_to_staff(
+        tmp_path,
+        send_settings,
+        smtp_server,
+        "Dear {name|colleague},",
+        {"ana@example.org": "Ana", **invisible},
+        default=None,
+    )
+    for address in invisible:
+        text, html_text = parts(received[address])
+        assert "\n\nDear colleague,\n\n" in text, address
+        assert greetings(html_text) == ["Dear colleague,"], address
+    assert greetings(parts(received["ana@example.org"])[1]) == ["Dear Ana,"]

@@ -44,6 +44,7 @@ from mailer.compose.issues_folder import scan_issues
 from mailer.compose.load import parse_issue
 from mailer.compose.model import human_date
 from mailer.compose.newsfeed import CONTROL_CHARACTERS, Feed, FeedItem, text_blocks
+from mailer.compose.placeholders import stray_placeholders
 from mailer.errors import MailerError
 from mailer.urls import check_absolute_url
 from mailer.wording import plural
@@ -200,17 +201,18 @@ def draft_issue(feed: Feed, since: dt.date, *, today: dt.date) -> Draft:
         story: dict[str, Any] = {}
         title = item.title
         label = _label(title)
+        where = f"{feed.source}: item {item.title!r}"
         if label and label.casefold() in categories:
-            story["category"] = categories[label.casefold()]
+            story["category"] = _defused(categories[label.casefold()], warnings, where)
             title = title.partition(": ")[2].strip()
-        story["title"] = title
+        story["title"] = _defused(title, warnings, where)
         url = _story_url(item, warnings, feed.source)
         if url:
             story["url"] = url
         story["date"] = item.date
         lead = teaser(item.bodies)
         if lead:
-            text = escape_markup(lead)
+            text = escape_markup(_defused(lead, warnings, where))
             story["paragraphs"] = [_folded(text)]
         stories.append(story)
     count = plural(len(stories), "news item")
@@ -225,6 +227,17 @@ def draft_issue(feed: Feed, since: dt.date, *, today: dt.date) -> Draft:
     text = _header(feed.source, since, today, count) + _dump(issue)
     parse_issue(text, "the draft")  # a draft that would not validate is a bug here, never a file to fix by hand
     return Draft(text=text, stories=len(stories), warnings=tuple(warnings))
+
+
+def _defused(text: str, warnings: list[str], where: str) -> str:
+    """Feed text that would read as a placeholder (an error outside greeting) with its braces as parentheses."""
+    slips = stray_placeholders(text)
+    if not slips:
+        return text
+    written = text.replace("{", "(").replace("}", ")")
+    first = slips[0].message.split(" looks like", 1)[0]
+    warnings.append(f"{where}: {first} would read as a placeholder; written with parentheses, check it")
+    return written
 
 
 def _header(source: str, since: dt.date, today: dt.date, count: str) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import re
+import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -30,6 +31,31 @@ MARKER = re.compile(
     r"\{\{(?:(?P<sigil>[#^/])(?P<section>" + "|".join(MARKER_KEYS) + r")"
     r"|(?P<key>" + "|".join(MARKER_KEYS) + r")(?:\|(?P<fallback>[^{}]*))?)\}\}"
 )
+
+
+class Trusted(str):
+    """Text of ours that may carry markers (the greeting lines, the recipient's markers).
+
+    The email templates pass every other value through `guard_braces` (see templates.environment),
+    so nothing from an issue file, a paragraph's markup or the branding can turn into a marker.
+    """
+
+
+_DOUBLED = re.compile(r"([{}])(?=\1)")
+
+
+def guard_braces(text: str) -> str:
+    """Content as it goes into an email part: a zero-width space splits every `{{` and `}}`, so none reads as a marker."""
+    return _DOUBLED.sub("\\1\u200b", text)
+
+
+_INVISIBLE = frozenset("\u115f\u1160\u3164\uffa0\u2800")
+"""Letters and symbols that draw nothing (Hangul fillers, the blank Braille pattern)."""
+
+
+def visible(text: str) -> bool:
+    """Whether the text shows anything: not only spaces, format characters, marks or fillers."""
+    return any(char not in _INVISIBLE and unicodedata.category(char)[0] not in "ZCM" for char in text)
 
 
 @dataclass(frozen=True)
@@ -173,10 +199,11 @@ def greeting_lines(greeting: str | None, default: str | None) -> list[GreetingLi
         raise ValueError(slips[0].message)
     text = "".join(part if isinstance(part, str) else part.marker() for part in parts)
     if all(part.fallback is not None for part in parts if isinstance(part, Placeholder)):
-        return [GreetingLine(text)]
-    lines = [GreetingLine(text, when="{{#name}}", end="{{/name}}")]
+        return [GreetingLine(Trusted(text))]
+    lines = [GreetingLine(Trusted(text), when=Trusted("{{#name}}"), end=Trusted("{{/name}}"))]
     if default and default.strip():
-        lines.append(GreetingLine(" ".join(default.split()), when="{{^name}}", end="{{/name}}"))
+        default_line = Trusted(guard_braces(" ".join(default.split())))
+        lines.append(GreetingLine(default_line, when=Trusted("{{^name}}"), end=Trusted("{{/name}}")))
     return lines
 
 
@@ -235,8 +262,10 @@ def split_markers(text: str) -> list[Piece]:
 
 
 def recipient_values(email: str, name: str, unsubscribe_url: str) -> dict[str, str]:
-    """What fills the markers: a name of only whitespace is no name; runs of whitespace in it become one space."""
-    return {"email": email, "name": " ".join(name.split()), "unsubscribe_url": unsubscribe_url}
+    """What fills the markers: a name that shows nothing (spaces, zero-width or format characters) is no name;
+    runs of whitespace in it become one space."""
+    shown_name = " ".join(name.split())
+    return {"email": email, "name": shown_name if visible(shown_name) else "", "unsubscribe_url": unsubscribe_url}
 
 
 def shown(key: str, inverted: bool, values: Mapping[str, str]) -> bool:

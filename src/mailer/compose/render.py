@@ -12,14 +12,14 @@ import mjml
 from premailer import Premailer
 
 from mailer.compose.model import Issue
-from mailer.compose.placeholders import MARKER_KEYS, GreetingLine, greeting_lines, stray_placeholders
+from mailer.compose.placeholders import MARKER_KEYS, GreetingLine, Trusted, greeting_lines, stray_placeholders
 from mailer.compose.template_errors import render_template
 from mailer.compose.templates import default_templates_dir, environment
 from mailer.compose.text import render_text
 from mailer.errors import ConfigError, RenderError
 from mailer.settings import Settings
 
-PLACEHOLDERS = {key: "{{" + key + "}}" for key in MARKER_KEYS}
+PLACEHOLDERS = {key: Trusted("{{" + key + "}}") for key in MARKER_KEYS}
 """Per-recipient parts left in the email files; sending fills them in for each recipient.
 
 The greeting comes as `greetings` (placeholders.greeting_lines): `Dear {{name}},` in a

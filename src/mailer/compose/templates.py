@@ -6,9 +6,11 @@ from functools import lru_cache
 from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from markupsafe import Markup
 
 from mailer.compose.markup import markup_to_html, markup_to_text
 from mailer.compose.model import event_dates
+from mailer.compose.placeholders import Trusted, guard_braces
 from mailer.compose.text import link_line, underline, wrap
 
 PACKAGE_TEMPLATES = Path(__file__).parents[1] / "templates" / "email"
@@ -26,10 +28,25 @@ def _join_names(names: list[str]) -> str:
     return ", ".join(names[:-1]) + " and " + names[-1]
 
 
+def _guarded(value: object) -> object:
+    """Every value a template writes, except our own markers (Trusted): no `{{` from content survives."""
+    if isinstance(value, Trusted):
+        return value
+    if isinstance(value, Markup):
+        return Markup(guard_braces(str(value)))
+    if isinstance(value, str):
+        return guard_braces(value)
+    return value
+
+
 @lru_cache(maxsize=8)
 def environment(templates_dir: Path) -> Environment:
-    """Templates named .mjml/.html are escaped; .txt ones are not. Typos in names fail the render."""
+    """Templates named .mjml/.html are escaped; .txt ones are not. Typos in names fail the render.
+
+    Content cannot forge the per-recipient markers: see placeholders.guard_braces.
+    """
     env = Environment(
+        finalize=_guarded,
         loader=FileSystemLoader(templates_dir),
         autoescape=select_autoescape(enabled_extensions=("mjml", "html"), default_for_string=True),
         undefined=StrictUndefined,

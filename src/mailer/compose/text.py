@@ -7,6 +7,7 @@ import textwrap
 
 from jinja2 import Environment
 
+from mailer.compose.placeholders import Trusted
 from mailer.compose.template_errors import render_template
 
 WIDTH = 78
@@ -27,7 +28,8 @@ def wrap(text: str, indent: str = "", first: str | None = None) -> str:
         )
         for number, paragraph in enumerate(p for p in paragraphs if p)
     ]
-    return "\n\n".join(wrapped)
+    joined = "\n\n".join(wrapped)
+    return Trusted(joined) if isinstance(text, Trusted) else joined
 
 
 def link_line(label: str, url: str, bullet: str = "* ") -> str:
