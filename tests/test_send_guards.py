@@ -458,3 +458,9 @@ def test_to_takes_no_list_flags_and_mails_a_repeated_address_once(
     )
     assert twice.exit_code == 0, twice.stderr
     assert len(smtp_server.recorder.messages) == 1
+
+
+def test_a_test_send_that_cannot_be_delivered_exits_3(workdir: Path, env: dict[str, str | None]) -> None:
+    closed = {**env, "MAILER_SMTP_PORT": str(free_port())}
+    result = run_cli("send", "issues/2016-02.yaml", "--to", "me@example.org", cwd=workdir, env=closed)
+    assert result.exit_code == ExitStatus.DELIVERY_FAILED, result.stderr

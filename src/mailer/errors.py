@@ -22,6 +22,12 @@ class MailerError(Exception):
         return [str(self)]
 
 
+class DeliveryFailed(MailerError):
+    """A message could not be delivered, or the relay cannot be used: exit code 3."""
+
+    exit_status = ExitStatus.DELIVERY_FAILED
+
+
 class UsageError(MailerError):
     """Options that do not go together: exit code 2, like click's own usage errors."""
 

@@ -40,7 +40,7 @@ from mailer.delivery.pacing import Notice, RateLimiter, RelayContact
 from mailer.delivery.send_guard import SendGuard
 from mailer.delivery.smtp import DeliveryError, FileTransport, SMTPConnection, SMTPSetupError, Transport
 from mailer.delivery.unsubscribe import make_token, unsubscribe_url
-from mailer.errors import ConfigError, MailerError
+from mailer.errors import ConfigError, DeliveryFailed, MailerError
 from mailer.settings import Settings
 
 FLUSH_SECONDS = 0.05
@@ -532,7 +532,7 @@ async def send_test(settings: Settings, issue_path: Path, address: str) -> str:
     try:
         return await connection.send(template.sender_address, address, data)
     except DeliveryError as error:
-        raise MailerError(f"{address}: not sent: {error.reply}") from None
+        raise DeliveryFailed(f"{address}: not sent: {error.reply}") from None
     finally:
         await connection.close()
 

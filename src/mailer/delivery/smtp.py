@@ -35,7 +35,7 @@ from aiosmtplib import SMTPResponse, SMTPStatus
 
 from mailer.audience.addresses import envelope_address
 from mailer.delivery.wire import canonical, is_canonical
-from mailer.errors import MailerError
+from mailer.errors import DeliveryFailed
 from mailer.settings import Settings
 
 log = logging.getLogger("mailer.delivery.smtp")
@@ -65,7 +65,7 @@ class DeliveryError(Exception):
         self.uncertain = uncertain
 
 
-class SMTPSetupError(MailerError):
+class SMTPSetupError(DeliveryFailed):
     """The relay cannot be used at all (login refused, TLS failure, unknown host): the send stops."""
 
 
