@@ -236,6 +236,21 @@ def send_settings(smtp_server: SMTPServer, database_url: str) -> Settings:
     )
 
 
+def send_environment(settings: Settings, smtp_server: SMTPServer) -> dict[str, str]:
+    """The MAILER_* variables of `send_settings`, for `mailer send` run through the CLI or as a process."""
+    return {
+        "MAILER_DATABASE_URL": settings.database_url,
+        "MAILER_SMTP_HOST": "127.0.0.1",
+        "MAILER_SMTP_PORT": str(smtp_server.port),
+        "MAILER_SMTP_TLS": "none",
+        "MAILER_SENDER": "ICMPD Newsletter <newsletter@icmpd.org>",
+        "MAILER_UNSUBSCRIBE_SECRET": SECRET,
+        "MAILER_SMTP_POOL_SIZE": "4",
+        "MAILER_RETRY_BASE_DELAY": "0.05",
+        "MAILER_CLAIM_LEASE_SECONDS": "5",  # a killed PostgreSQL sender's rows are taken over after 5 s
+    }
+
+
 @pytest.fixture
 def dkim_key(tmp_path: Path) -> tuple[Path, bytes]:
     """A fresh 2048-bit RSA key file and the DNS TXT record that publishes its public half."""

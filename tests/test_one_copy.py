@@ -37,7 +37,7 @@ from mailer.delivery.send import SendSummary, dry_run, send_to_list
 from mailer.delivery.unsubscribe import read_token
 from mailer.settings import Settings
 from tests.cli_helpers import run_cli, start_mailer
-from tests.conftest import ISSUES, SECRET, fail_process
+from tests.conftest import ISSUES, SECRET, fail_process, send_environment
 from tests.smtp_server import SMTPServer
 
 ISSUE = ISSUES / "2016-02.yaml"
@@ -361,19 +361,6 @@ def test_two_concurrent_sends_to_overlapping_lists_mail_each_person_once(
     assert staff.complete and partners.complete
 
 
-def _environment(settings: Settings, smtp_server: SMTPServer) -> dict[str, str]:
-    return {
-        "MAILER_DATABASE_URL": settings.database_url,
-        "MAILER_SMTP_HOST": "127.0.0.1",
-        "MAILER_SMTP_PORT": str(smtp_server.port),
-        "MAILER_SMTP_TLS": "none",
-        "MAILER_SENDER": "ICMPD Newsletter <newsletter@icmpd.org>",
-        "MAILER_UNSUBSCRIBE_SECRET": SECRET,
-        "MAILER_SMTP_POOL_SIZE": "4",
-        "MAILER_RETRY_BASE_DELAY": "0.05",
-    }
-
-
 def test_two_mailer_send_processes_on_overlapping_lists_mail_each_person_once(
     workdir: Path, two_lists: Engine, send_settings: Settings, smtp_server: SMTPServer
 ) -> None:
@@ -382,7 +369,7 @@ def test_two_mailer_send_processes_on_overlapping_lists_mail_each_person_once(
         add_subscriber(two_lists, "staff", address)
         add_subscriber(two_lists, "partners", address)
     smtp_server.recorder.delay = 0.01
-    env = _environment(send_settings, smtp_server)
+    env = send_environment(send_settings, smtp_server)
     processes = [
         start_mailer(
             "send",
@@ -592,7 +579,7 @@ def mailer(workdir: Path, env: dict[str, str], *args: str) -> Result:
 def test_cli_sends_to_two_lists_one_copy_each_and_says_who_was_covered(
     workdir: Path, two_lists: Engine, send_settings: Settings, smtp_server: SMTPServer
 ) -> None:
-    env = _environment(send_settings, smtp_server)
+    env = send_environment(send_settings, smtp_server)
     result = mailer(workdir, env, "send", "issues/2016-02.yaml", "--list", "staff", "--list", "partners")
     assert result.exit_code == 0, result.stdout + result.stderr
     staff, partners = result.stdout.splitlines()
@@ -620,7 +607,7 @@ def test_cli_sends_to_two_lists_one_copy_each_and_says_who_was_covered(
 def test_cli_allow_duplicates_sends_to_everyone_on_each_list(
     workdir: Path, two_lists: Engine, send_settings: Settings, smtp_server: SMTPServer
 ) -> None:
-    env = _environment(send_settings, smtp_server)
+    env = send_environment(send_settings, smtp_server)
     assert mailer(workdir, env, "send", "issues/2016-02.yaml", "--list", "staff").exit_code == 0
     result = mailer(workdir, env, "send", "issues/2016-02.yaml", "--list", "partners", "--allow-duplicates")
     assert result.exit_code == 0, result.stdout + result.stderr
@@ -637,7 +624,7 @@ def test_cli_allow_duplicates_sends_to_everyone_on_each_list(
 def test_cli_dry_run_to_two_lists_writes_one_message_per_person(
     workdir: Path, two_lists: Engine, send_settings: Settings, smtp_server: SMTPServer
 ) -> None:
-    env = _environment(send_settings, smtp_server)
+    env = send_environment(send_settings, smtp_server)
     args = ("send", "issues/2016-02.yaml", "--list", "staff", "--list", "partners", "--dry-run", "-o", "out")
     result = mailer(workdir, env, *args)
     assert (result.exit_code, result.stdout) == (0, "dry run: wrote 4 messages to out/; nothing was sent\n")

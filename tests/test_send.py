@@ -43,7 +43,7 @@ def staff(send_settings: Settings) -> Engine:
 
 
 def send(engine: Engine, settings: Settings, issue: Path = ISSUE, **options: object):  # type: ignore[no-untyped-def]
-    return asyncio.run(send_to_list(engine, settings, issue, "staff", **options))  # type: ignore[arg-type]
+    return asyncio.run(send_to_list(engine, settings, issue, "staff", **options))
 
 
 def test_each_recipient_gets_one_personal_standards_compliant_message(

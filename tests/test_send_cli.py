@@ -18,24 +18,10 @@ from mailer.audience.database import deliveries, open_database
 from mailer.audience.lists import add_subscriber, create_list
 from mailer.settings import Settings
 from tests.cli_helpers import run_cli, start_mailer
-from tests.conftest import SECRET, fail_process, wait_until
+from tests.conftest import fail_process, send_environment, wait_until
 from tests.smtp_server import SMTPServer
 
 SEND = ("send", "issues/2016-02.yaml", "--list", "staff")
-
-
-def environment(settings: Settings, smtp_server: SMTPServer) -> dict[str, str | None]:
-    return {
-        "MAILER_DATABASE_URL": settings.database_url,
-        "MAILER_SMTP_HOST": "127.0.0.1",
-        "MAILER_SMTP_PORT": str(smtp_server.port),
-        "MAILER_SMTP_TLS": "none",
-        "MAILER_SENDER": "ICMPD Newsletter <newsletter@icmpd.org>",
-        "MAILER_UNSUBSCRIBE_SECRET": SECRET,
-        "MAILER_SMTP_POOL_SIZE": "4",
-        "MAILER_RETRY_BASE_DELAY": "0.05",
-        "MAILER_CLAIM_LEASE_SECONDS": "5",  # a killed PostgreSQL sender's rows are taken over after 5 s
-    }
 
 
 def mailer(workdir: Path, env: dict[str, str | None], *args: str) -> Result:
@@ -76,7 +62,7 @@ def staff(send_settings: Settings) -> Engine:
 def test_send_status_and_exit_codes(
     workdir: Path, staff: Engine, send_settings: Settings, smtp_server: SMTPServer
 ) -> None:
-    env = environment(send_settings, smtp_server)
+    env: dict[str, str | None] = {**send_environment(send_settings, smtp_server)}
     for address in ["ana@example.org", "bob@example.org", "perm@example.org"]:
         add_subscriber(staff, "staff", address)
     result = mailer(workdir, env, *SEND)
@@ -98,7 +84,7 @@ def test_send_status_and_exit_codes(
 def test_test_send_and_dry_run_record_nothing(
     workdir: Path, staff: Engine, send_settings: Settings, smtp_server: SMTPServer
 ) -> None:
-    env = environment(send_settings, smtp_server)
+    env: dict[str, str | None] = {**send_environment(send_settings, smtp_server)}
     add_subscriber(staff, "staff", "ana@example.org", name="Ana")
     result = mailer(workdir, env, "send", "issues/2016-02.yaml", "--to", "me@example.org")
     assert (result.exit_code, result.stdout) == (0, "me@example.org: 250 2.0.0 queued\n")
@@ -113,7 +99,7 @@ def test_test_send_and_dry_run_record_nothing(
 def test_missing_sender_fails_before_any_connection(
     workdir: Path, staff: Engine, send_settings: Settings, smtp_server: SMTPServer
 ) -> None:
-    env = environment(send_settings, smtp_server)
+    env: dict[str, str | None] = {**send_environment(send_settings, smtp_server)}
     env["MAILER_SENDER"] = None
     add_subscriber(staff, "staff", "ana@example.org")
     result = mailer(workdir, env, *SEND)
@@ -131,7 +117,7 @@ def test_a_send_killed_mid_way_resumes_without_losing_or_duplicating(
     for address in recipients:
         add_subscriber(staff, "staff", address)
     smtp_server.recorder.delay = 0.05
-    env = environment(send_settings, smtp_server)
+    env: dict[str, str | None] = {**send_environment(send_settings, smtp_server)}
     process = sender(workdir, env, stderr=subprocess.PIPE)
     wait_until(
         lambda: len(smtp_server.recorder.messages) >= 15,
@@ -161,7 +147,7 @@ def test_ctrl_c_finishes_messages_in_flight_and_exits_cleanly(
     for i in range(40):
         add_subscriber(staff, "staff", f"p{i:03d}@example.org")
     smtp_server.recorder.delay = 0.05
-    env = environment(send_settings, smtp_server)
+    env: dict[str, str | None] = {**send_environment(send_settings, smtp_server)}
     process = sender(workdir, env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     wait_until(
         lambda: len(smtp_server.recorder.messages) >= 8,
@@ -187,7 +173,7 @@ def test_two_senders_never_send_the_same_recipient_twice(
     for i in range(60):
         add_subscriber(staff, "staff", f"p{i:03d}@example.org")
     smtp_server.recorder.delay = 0.5  # slow until the second sender is under way: alone, the first needs 60 x 0.5 / 4 s
-    env = environment(send_settings, smtp_server)
+    env: dict[str, str | None] = {**send_environment(send_settings, smtp_server)}
     first = sender(workdir, env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     wait_until(lambda: data_commands(smtp_server) > 0, what="the first sender's first message", timeout=30, child=first)
     if staff.dialect.name == "sqlite":

@@ -29,23 +29,11 @@ from mailer.delivery.send import SendSummary, send_to_lists
 from mailer.errors import ExitStatus
 from mailer.settings import Settings
 from tests.cli_helpers import run_cli
-from tests.conftest import MINIMAL, ROOT, SECRET, fail_process
+from tests.conftest import MINIMAL, ROOT, fail_process, send_environment
 from tests.smtp_server import SMTPServer, free_port
 from tests.test_public_web import PublicServer
 
 LATER = (dt.date.today() + dt.timedelta(days=30)).isoformat()
-
-
-def environment(settings: Settings, smtp_server: SMTPServer) -> dict[str, str | None]:
-    return {
-        "MAILER_DATABASE_URL": settings.database_url,
-        "MAILER_SMTP_HOST": "127.0.0.1",
-        "MAILER_SMTP_PORT": str(smtp_server.port),
-        "MAILER_SMTP_TLS": "none",
-        "MAILER_SENDER": "ICMPD Newsletter <newsletter@icmpd.org>",
-        "MAILER_UNSUBSCRIBE_SECRET": SECRET,
-        "MAILER_SMTP_POOL_SIZE": "2",
-    }
 
 
 def write_issue(workdir: Path, slug: str, *, date: str, status: str | None = None, title: str | None = None) -> Path:
@@ -82,7 +70,7 @@ def staff(send_settings: Settings) -> Iterator[Engine]:
 
 @pytest.fixture
 def env(send_settings: Settings, smtp_server: SMTPServer) -> dict[str, str | None]:
-    return environment(send_settings, smtp_server)
+    return {**send_environment(send_settings, smtp_server), "MAILER_SMTP_POOL_SIZE": "2"}
 
 
 # --- drafts -----------------------------------------------------------------------------------------

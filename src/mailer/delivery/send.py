@@ -364,35 +364,10 @@ async def _heartbeat(run: _ListSend, done: asyncio.Event) -> None:
 
 
 async def send_to_list(
-    engine: Engine,
-    settings: Settings,
-    issue_path: Path,
-    list_name: str,
-    *,
-    force: bool = False,
-    retry_failed: bool = False,
-    include_permanent: bool = False,
-    retry_uncertain: bool = False,
-    allow_duplicates: bool = False,
-    progress: Progress | None = None,
-    notice: Notice | None = None,
-    stop: asyncio.Event | None = None,
+    engine: Engine, settings: Settings, issue_path: Path, list_name: str, **options: Any
 ) -> SendSummary:
-    """Send the issue to one list: send_to_lists with one list."""
-    [summary] = await send_to_lists(
-        engine,
-        settings,
-        issue_path,
-        [list_name],
-        force=force,
-        retry_failed=retry_failed,
-        include_permanent=include_permanent,
-        retry_uncertain=retry_uncertain,
-        allow_duplicates=allow_duplicates,
-        progress=progress,
-        notice=notice,
-        stop=stop,
-    )
+    """Send the issue to one list: send_to_lists with one list, and its options."""
+    [summary] = await send_to_lists(engine, settings, issue_path, [list_name], **options)
     return summary
 
 
