@@ -35,9 +35,13 @@ NAMES = {
     "alvares@example.org": "Alvares Goncalves, Maria da Conceicao de Sa, Guimaraes Magalhaes Albuquerque e Vasconcelos",
     "admin@example.org": "=?utf-8?q?Admin?= Team",
     "ana@example.org": "Ana",
+    "long@example.org": "x" * 299,
+    "eve@example.org": "Eve Bcc: victim@example.org" + "Z" * 250,
 }
+"""The last two hold a word longer than a line: alone, and inside what would be a quoted string."""
 PUBLIC_URL = "https://newsletter.icmpd.org/archive/international-centre-for-migration-policy-development"
 MAILTO = "mailto:unsubscribe@newsletter.icmpd.org?subject=unsubscribe"
+SENDER = "ICMPD Newsletter <newsletter@icmpd.org>"
 
 
 def long_lines(data: bytes, width: int = 76) -> list[bytes]:
@@ -55,30 +59,49 @@ def display_name(message: EmailMessage) -> str:
     return str(make_header(decode_header(phrase)))
 
 
-@pytest.fixture
-def sent(workdir: Path, database_url: str, smtp_server: SMTPServer, dkim_key: tuple[Path, bytes]) -> dict[str, bytes]:
-    """The issue with SUBJECT, sent with `mailer send` to one subscriber per name in NAMES; the bytes by recipient."""
+def with_subject(workdir: Path, subject: str) -> None:
     issue = workdir / "issues" / "2016-02.yaml"
     issue.write_text(
         issue.read_text(encoding="utf-8").replace(
-            "\nlanguage: en\n", f"\nlanguage: en\nsubject: {json.dumps(SUBJECT, ensure_ascii=False)}\n"
+            "\nlanguage: en\n", f"\nlanguage: en\nsubject: {json.dumps(subject, ensure_ascii=False)}\n"
         )
     )
+
+
+def send_env(
+    database_url: str, smtp_server: SMTPServer, dkim_key: tuple[Path, bytes], *, sender: str = SENDER
+) -> dict[str, str]:
+    """Settings as a user sets them, with DKIM on; creates the list "staff"."""
     engine = open_database(database_url)
     create_list(engine, "staff", "All staff")
     engine.dispose()
-    env = {
+    return {
         "MAILER_DATABASE_URL": database_url,
         "MAILER_PUBLIC_URL": PUBLIC_URL,
         "MAILER_SMTP_HOST": "127.0.0.1",
         "MAILER_SMTP_PORT": str(smtp_server.port),
         "MAILER_SMTP_TLS": "none",
-        "MAILER_SENDER": "ICMPD Newsletter <newsletter@icmpd.org>",
+        "MAILER_SENDER": sender,
         "MAILER_UNSUBSCRIBE_SECRET": SECRET,
         "MAILER_UNSUBSCRIBE_MAILTO": MAILTO,
         "MAILER_DKIM_KEY_FILE": str(dkim_key[0]),
         "MAILER_DKIM_SELECTOR": "news2016",
     }
+
+
+def dkim_verifies(data: bytes, dkim_key: tuple[Path, bytes]) -> bool:
+    import dkim
+
+    return bool(
+        dkim.verify(data, dnsfunc=lambda name, timeout=5: dkim_key[1] if name.startswith(b"news2016.") else None)
+    )
+
+
+@pytest.fixture
+def sent(workdir: Path, database_url: str, smtp_server: SMTPServer, dkim_key: tuple[Path, bytes]) -> dict[str, bytes]:
+    """The issue with SUBJECT, sent with `mailer send` to one subscriber per name in NAMES; the bytes by recipient."""
+    with_subject(workdir, SUBJECT)
+    env = send_env(database_url, smtp_server, dkim_key)
     for address, name in NAMES.items():
         added = run_cli("subscribers", "add", "staff", address, "--name", name, cwd=workdir, env=env)
         assert added.exit_code == 0, added.output
@@ -101,8 +124,6 @@ def test_every_line_of_a_sent_issue_fits_76_but_an_unsplittable_url(sent: dict[s
 def test_a_sent_issue_has_date_and_message_id_and_gives_back_subject_and_name(
     sent: dict[str, bytes], dkim_key: tuple[Path, bytes]
 ) -> None:
-    import dkim
-
     message_ids = set()
     for address, data in sent.items():
         message = BytesParser(EmailMessage, policy=email.policy.default).parsebytes(data)
@@ -110,12 +131,13 @@ def test_a_sent_issue_has_date_and_message_id_and_gives_back_subject_and_name(
         assert re.fullmatch(r"<[^<>@\s]+@icmpd\.org>", message["Message-ID"])
         message_ids.add(message["Message-ID"])
         assert message["Subject"] == SUBJECT
-        assert message["To"].addresses[0].addr_spec == address
+        assert [a.addr_spec for a in message["To"].addresses] == [address]
+        assert not message["To"].defects
         assert display_name(message) == NAMES[address]
         assert message["List-Unsubscribe"].startswith(f"<{PUBLIC_URL}/unsubscribe/")
         assert message["List-Unsubscribe"].endswith(f">, <{MAILTO}>")
         assert message["List-Id"] == "staff <staff.newsletter.icmpd.org>"
-        assert dkim.verify(data, dnsfunc=lambda name, timeout=5: dkim_key[1] if name.startswith(b"news2016.") else None)
+        assert dkim_verifies(data, dkim_key)
     assert len(message_ids) == len(NAMES)
 
 
@@ -128,3 +150,47 @@ def test_names_without_adjacent_encoded_words_read_back_exactly_with_pythons_par
         b'\r\nTo: "Alvares Goncalves, Maria da Conceicao de Sa, Guimaraes Magalhaes\r\n'
         b' Albuquerque e Vasconcelos" <alvares@example.org>\r\n'
     ) in sent["alvares@example.org"]
+
+
+LONG_WORD_SUBJECT = "Update " + "Donaudampfschifffahrtsgesellschaftskapitaenswitwe" * 5 + " 2016"
+LONG_DOMAIN = "mail.international-centre-for-migration-policy.org"
+"""50 characters: its Message-IDs make an 88-character line, its From address still fits one."""
+
+
+def test_every_path_folds_a_long_subject_word_and_keeps_a_long_domains_message_id_whole(
+    workdir: Path, database_url: str, smtp_server: SMTPServer, dkim_key: tuple[Path, bytes]
+) -> None:
+    """A send, a dry run's .eml and a test send: the same header rules, and only the two unsplittable lines pass 76.
+
+    A Message-ID is one `<...>` with no whitespace in it (RFC 5322 3.6.4): nothing to fold at.
+    """
+    with_subject(workdir, LONG_WORD_SUBJECT)
+    env = send_env(database_url, smtp_server, dkim_key, sender=f"ICMPD Newsletter <newsletter@{LONG_DOMAIN}>")
+    added = run_cli("subscribers", "add", "staff", "ana@example.org", "--name", "Ana", cwd=workdir, env=env)
+    assert added.exit_code == 0, added.output
+    dry = run_cli("send", "issues/2016-02.yaml", "--list", "staff", "--dry-run", "-o", "eml", cwd=workdir, env=env)
+    assert dry.exit_code == 0, dry.output
+    test_send = run_cli("send", "issues/2016-02.yaml", "--to", "proof@example.org", cwd=workdir, env=env)
+    assert test_send.exit_code == 0, test_send.output
+    real = run_cli("send", "issues/2016-02.yaml", "--list", "staff", cwd=workdir, env=env)
+    assert real.exit_code == 0, real.output
+    [eml] = (workdir / "eml").glob("*.eml")
+    received = {item.recipients[0]: item.data for item in smtp_server.recorder.messages}
+    paths = {
+        "dry run": eml.read_bytes(),
+        "test send": received["proof@example.org"],
+        "send": received["ana@example.org"],
+    }
+    for path, data in paths.items():
+        head = data.split(b"\r\n\r\n", 1)[0].split(b"\r\n")
+        message = BytesParser(EmailMessage, policy=email.policy.default).parsebytes(data)
+        message_id = f"Message-ID: {message['Message-ID']}".encode()
+        assert re.fullmatch(rf"<[^<>@\s]+@{re.escape(LONG_DOMAIN)}>", message["Message-ID"]), path
+        assert len(message_id) > 76 and message_id in head, f"{path}: the Message-ID stays whole on its line"
+        [unsubscribe] = [line for line in head if line.startswith(b"List-Unsubscribe:")]
+        assert long_lines(data) == [message_id, unsubscribe] or long_lines(data) == [unsubscribe, message_id], path
+        [content_type] = [line for line in head if line.startswith(b"Content-Type:")]
+        assert content_type == b"Content-Type: multipart/alternative;", path
+        assert re.fullmatch(rb' boundary="=_mailer_[0-9a-f]{32}"', head[head.index(content_type) + 1]), path
+        assert message["Subject"] == LONG_WORD_SUBJECT, path
+        assert dkim_verifies(data, dkim_key), path

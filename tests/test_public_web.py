@@ -427,6 +427,66 @@ def test_a_name_cannot_inject_headers_into_the_confirmation_mail(
     assert "victim" not in str(mail["To"]).split("<")[1]
 
 
+NASTY_NAMES = [
+    "Eve\r\nBcc: victim@example.org" + "Z" * 250,
+    'Doe, John "JD" <jd@evil.example>; Group: a@b.example, c@d.example;',
+    'Back\\slash \\"quoted\\" \\\\ end\\ "',
+    "=?utf-8?q?Admin?= =?utf-8?b?QWRtaW4=?= Team =?",
+    "W" * 300,
+    "@" * 80 + " <>" * 30 + " <x@y.example>",
+    "Zoë " + "Müller" * 40,
+    "王小明" * 80,
+    '"' * 70 + " (comment) [domain] " + "\\" * 70,
+]
+"""Specials, quotes, backslashes, groups, `@` and `<>`, encoded-word lookalikes, words longer than a line, non-ASCII."""
+
+
+def test_nasty_names_give_one_to_address_and_the_cleaned_name_back_in_the_confirmation_mail(
+    workdir: Path, database_url: str, engine: Engine, smtp_server: SMTPServer
+) -> None:
+    """The form keeps MAX_NAME (200) characters, so the 300-letter word arrives as 200: still more than a line."""
+    from mailer.audience.clean_text import clean_text
+    from mailer.web.public_web import MAX_NAME
+
+    for index, typed in enumerate(NASTY_NAMES):
+        site = InProcessWeb(workdir, database_url, smtp_server.port, engine)  # a fresh per-IP limit for each
+        with site.browser() as browser:
+            assert subscribe(browser, site, f"web{index}@example.org", typed).status_code == 200
+    received = smtp_server.recorder.wait_for(len(NASTY_NAMES))
+    for index, typed in enumerate(NASTY_NAMES):
+        address = f"web{index}@example.org"
+        [data] = [m.data for m in received if m.recipients == [address]]
+        mail = email.message_from_bytes(data, policy=email.policy.default)
+        assert isinstance(mail, EmailMessage)
+        assert [a.addr_spec for a in mail["To"].addresses] == [address], address
+        assert not mail["To"].defects, (address, mail["To"].defects)
+        assert display_name(mail) == clean_text(typed)[:MAX_NAME].rstrip(), address
+        assert long_lines(data) == [], address
+        assert sorted(mail.keys()) == sorted(
+            ["From", "To", "Subject", "Date", "Message-ID", "Auto-Submitted"]
+            + ["Content-Type", "Content-Transfer-Encoding", "MIME-Version"]
+        ), address
+
+
+def test_the_confirmation_mail_goes_out_with_the_header_lines_it_was_built_with(
+    web: InProcessWeb, smtp_server: SMTPServer
+) -> None:
+    """An address longer than a line: the email package would refold that To its own way, after the field name."""
+    from mailer.delivery.headers import mailbox_header
+
+    address = "l" * 64 + "@" + "d" * 63 + ".example.org"
+    name = 'Zoë "Zo" Müller, Ana'
+    with web.browser() as browser:
+        assert subscribe(browser, web, address, name).status_code == 200
+    [received] = smtp_server.recorder.wait_for(1)
+    assert b"\r\n" + mailbox_header("To", name, address) in received.data
+    mail = email.message_from_bytes(received.data, policy=email.policy.default)
+    assert isinstance(mail, EmailMessage)
+    assert [a.addr_spec for a in mail["To"].addresses] == [address]
+    assert display_name(mail) == name
+    assert [len(line) for line in long_lines(received.data)] == [len(f" <{address}>")], "the address alone"
+
+
 def confirm(browser: httpx.Client, link: str) -> httpx.Response:
     page = browser.get(link)
     return browser.post(link, data={"csrf": csrf_of(page)})

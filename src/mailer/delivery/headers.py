@@ -6,14 +6,17 @@ most 76 characters: RFC 2047's limit for lines holding encoded words, under RFC 
 never falls inside an encoded word, a quoted word's escape or a `<...>` (an address, a URL in
 List-Unsubscribe, a Message-ID); the whitespace it replaces is kept, so unfolding gives back the
 value and DKIM's relaxed canonicalisation sees the same header. Nothing is folded right after the
-field name (Python's parser, for one, then reads a leading space into the value), so a first token
-longer than the rest of the line (List-Unsubscribe's https link, typically) stays whole on the
-field's first line, and a later one on a line of its own: those lines pass 76, as RFC 5322 allows
-up to its hard limit of 998 octets; a line over that is an error.
+field name (Python's parser, for one, then reads a leading space into the value). A word too long
+for its line that is not a `<...>` (a 300-letter name, a long word in a subject) becomes encoded
+words, which may carry ASCII too and are cut between characters (RFC 2047: at most 75 each, and
+the space between two of them is not part of the text). A `<...>` cannot be cut: one longer than
+the rest of the line (List-Unsubscribe's https link, a Message-ID on a long domain) stays whole
+on the field's first line, and a later one on a line of its own: those lines pass 76, as RFC 5322
+allows up to its hard limit of 998 octets; a line over that is an error.
 
 Addresses (`mailbox_header`) go out with their domain as IDNA A-labels; a display name keeps its
-ASCII words as they are and only its non-ASCII words become encoded words, so `Zoë Müller
-<zoe@example.org>` stays readable in any client. A non-ASCII local part (`josé@...`) is written
+ASCII words as they are and only its non-ASCII words (and words too long for a line) become
+encoded words, so `Zoë Müller <zoe@example.org>` stays readable in any client. A non-ASCII local part (`josé@...`) is written
 as UTF-8, as RFC 6532 allows: such a message is sent only with SMTPUTF8 (see smtp.py).
 """
 
@@ -32,7 +35,6 @@ _Q_LITERAL = re.compile(r"[A-Za-z0-9!*+/-]")
 _SPECIALS = re.compile(r'[][\\()<>@,:;".]')
 _TOKEN = re.compile(r"(?:<[^>]*>?|[^ <])+")
 """A run between spaces; a `<...>` stays whole even if it holds a space."""
-_BRACKETED = re.compile(r"<[^<>]*>,?")
 _ENCODED_TEXT = 75 - len("=?utf-8?q??=")
 """RFC 2047: an encoded word is at most 75 characters."""
 _WIDTH = 76
@@ -129,18 +131,33 @@ class _Folder:
         return ("\r\n".join(self.lines) + "\r\n").encode("utf-8")
 
 
-def _fold(field: str, words: list[str], plain: Callable[[str], bool], *, last: str = "") -> bytes:
-    """Words that are `plain` as they are, each run of other words as encoded words, then `last`; folded."""
+def _fold(
+    field: str,
+    words: list[str],
+    plain: Callable[[str], bool],
+    *,
+    whole: Callable[[str], bool] | None = None,
+    last: str = "",
+) -> bytes:
+    """Words as they are where `plain` (ASCII) and short enough for a line, or `whole`; runs of others encoded.
+
+    A plain word too long for any line it could start on (a 300-letter name, a long word in a
+    subject) is encoded too, and so cut between characters; a `whole` word (a `<...>`) is never
+    cut. `last` goes at the end as it is.
+    """
     folder = _Folder(field)
+    room = _WIDTH - len(field) - 2
+    """For the first word, right after the field name; any later word may start a line of its own."""
     run: list[str] = []
     for word in words:
-        if plain(word):
+        if (whole is not None and whole(word)) or (plain(word) and len(word) <= room):
             if run:
                 folder.put_encoded(" ".join(run))
                 run = []
             folder.put(word)
         else:
             run.append(word)
+        room = _WIDTH - 1
     if run:
         folder.put_encoded(" ".join(run))
     if last:
@@ -168,23 +185,41 @@ def mailbox_header(field: str, name: str, address: str) -> bytes:
     """A whole `From:`/`To:`/`Reply-To:` field, folded at spaces; UTF-8 only in a non-ASCII local part.
 
     An ASCII name is written as it is, or as one quoted string when it holds specials, folded at
-    its spaces if it must be (RFC 5322 3.2.4). A name with non-ASCII words, or with a word that
-    could be read as an encoded word, has those words encoded.
+    its spaces if it must be (RFC 5322 3.2.4). A name with non-ASCII words, with a word that could
+    be read as an encoded word, or with a word too long for a line (a quoted string cannot be cut
+    where it has no space) has its atoms as they are and its other words encoded.
     """
     name = clean_text(name)
     address = envelope_address(address)
     if not name:
         return _fold(field, [], _atom, last=address)
     if name.isascii() and "=?" not in name:
-        return _fold(field, _ascii_phrase(name).split(" "), _everything, last=f"<{address}>")
+        phrase = _ascii_phrase(name)
+        words = phrase.split(" ")
+        first = _WIDTH - len(field) - 2
+        if len(phrase) <= first or (len(words[0]) <= first and max(map(len, words)) < _WIDTH):
+            return _fold(field, words, _everything, last=f"<{address}>")  # _fold's measure: nothing gets encoded
     return _fold(field, name.split(" "), _atom, last=f"<{address}>")
 
 
 def _plain_text(word: str) -> bool:
-    """Stays as it is in a header: ASCII that no reader takes for an encoded word, or a `<...>` whole."""
-    return word.isascii() and ("=?" not in word or bool(_BRACKETED.fullmatch(word)))
+    """May stay as it is in a header: ASCII that no reader takes for an encoded word."""
+    return word.isascii() and "=?" not in word
+
+
+def _bracketed(word: str) -> bool:
+    """A `<...>` (a URL, a Message-ID), maybe with a comma after it: it stays whole whatever its length.
+
+    No regular expression: this runs on every recipient's unsubscribe link.
+    """
+    return (
+        word.startswith("<")
+        and word.endswith((">", ">,"))
+        and word.count("<") == word.count(">") == 1
+        and word.isascii()
+    )
 
 
 def encoded_header(name: str, value: str) -> bytes:
     """A whole header field: ASCII words as they are (URLs in `<...>` stay whole), others as encoded words; folded."""
-    return _fold(name, _TOKEN.findall(clean_text(value)), _plain_text)
+    return _fold(name, _TOKEN.findall(clean_text(value)), _plain_text, whole=_bracketed)

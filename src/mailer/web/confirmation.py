@@ -14,8 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.parser import BytesParser
+from email.policy import Policy
 from email.utils import format_datetime, make_msgid, parseaddr
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from itsdangerous import BadData, TimestampSigner, URLSafeTimedSerializer
 
@@ -28,6 +29,43 @@ from mailer.settings import Settings
 CONFIRM_SALT = "mailer.subscribe.confirm"
 _BODY_POLICY = email.policy.SMTP.clone(max_line_length=76)
 """Quoted-printable lines of at most 76 characters, as in an issue's messages (RFC 2045 6.7)."""
+
+
+if TYPE_CHECKING:
+    _EmailPolicy = email.policy.EmailPolicy[EmailMessage]
+else:
+    _EmailPolicy = email.policy.EmailPolicy  # not subscriptable at run time
+
+
+class _AsFolded(str):
+    """A header's value with the folds headers.py gave it; the email package writes it back line for line."""
+
+    name: str
+
+    def fold(self, *, policy: Policy[Any]) -> str:
+        """What EmailPolicy.fold gives a header it does not refold, whatever the policy's refold_source."""
+        return f"{self.name}: " + policy.linesep.join(self.splitlines()) + policy.linesep
+
+
+class _KeepFolds(_EmailPolicy):
+    """EmailPolicy, but a parsed header keeps its lines when the message is written again.
+
+    The email package refolds a header with a line over 78 characters (a long address) its own
+    way: after the field name, and a display name it cuts loses its quotes. Its generator lets a
+    value with a `name` fold itself, and reading a header still parses it as EmailPolicy does.
+    """
+
+    def header_source_parse(self, sourcelines: list[str]) -> tuple[str, str]:
+        name, value = super().header_source_parse(sourcelines)
+        folded = _AsFolded(value)
+        folded.name = name
+        return name, folded
+
+    def header_fetch_parse(self, name: str, value: str) -> Any:
+        return super().header_fetch_parse(name, str(value))
+
+
+_KEEP_FOLDS = _KeepFolds(linesep="\r\n")
 
 
 @dataclass(frozen=True)
@@ -80,10 +118,11 @@ def confirmation_message(
 
     Its headers are made by the same helpers as an issue's (delivery/headers.py): a readable
     name, the domain as A-labels, a non-ASCII local part in UTF-8 (RFC 6532; smtp.py sends that
-    only with SMTPUTF8), Date and Message-ID, every line folded to 76 characters. The body is
-    UTF-8 quoted-printable, also no line over 76, so no relay needs 8BITMIME. The message is
-    parsed from those bytes, so serialising it again (`as_bytes(policy=email.policy.SMTP)`)
-    gives the same bytes back.
+    only with SMTPUTF8), Date and Message-ID, folded by the same rules (76 characters but for a
+    `<...>` longer than a line, which stays whole). The body is UTF-8 quoted-printable, also no
+    line over 76, so no relay needs 8BITMIME. The message is parsed from those bytes keeping each
+    header's lines, so serialising it again (`as_bytes(policy=email.policy.SMTP)`, as public_web
+    does) gives the same bytes back, even a line the email package would refold (a long address).
     """
     title = mailing_list.description or mailing_list.name
     organisation = settings.branding.name
@@ -106,4 +145,4 @@ def confirmation_message(
             b"Auto-Submitted: auto-generated\r\n",
         )
     )
-    return BytesParser(EmailMessage, policy=email.policy.SMTP).parsebytes(head + body.as_bytes(policy=_BODY_POLICY))
+    return BytesParser(EmailMessage, policy=_KEEP_FOLDS).parsebytes(head + body.as_bytes(policy=_BODY_POLICY))
