@@ -266,15 +266,22 @@ def test_fill_reads_exactly_like_the_sent_message(
         assert (text, html_text) == (fill(rendered.text, values), fill(rendered.email_html, values, html.escape))
 
 
-def test_a_default_greeting_with_a_placeholder_is_refused(tmp_path: Path) -> None:
-    """It is what recipients without a name get, so nothing could fill it in."""
+def test_a_default_greeting_with_braces_is_refused_where_it_is_set(tmp_path: Path) -> None:
+    """It is what recipients without a name get, so nothing could fill it in: `mailer check` says so already."""
     content_folder(tmp_path, HEAD + "greeting: Dear {name},\n" + BODY)
-    result = run_cli("render", "2016-03.yaml", cwd=tmp_path, env={"MAILER_DEFAULT_GREETING": "Dear {name},"})
-    assert (result.exit_code, result.stderr) == (
-        1,
-        "default_greeting: 'Dear {name},' has a placeholder, but it is the greeting for recipients without a name: "
-        "write it as they should read it, e.g. 'Dear reader,'\n",
+    for value in ("Dear {name},", "Dear {{EU}} member,"):
+        result = run_cli("check", "2016-03.yaml", cwd=tmp_path, env={"MAILER_DEFAULT_GREETING": value})
+        assert (result.exit_code, result.stderr) == (
+            1,
+            f"MAILER_DEFAULT_GREETING='{value}': default_greeting: is the line for recipients without a name, so it "
+            "takes no placeholders or braces; write it as they should read it, e.g. 'Dear reader,'\n",
+        )
+    (tmp_path / "mailer.toml").write_text(
+        'default_greeting = "Hi {name}"\n' + (tmp_path / "mailer.toml").read_text(), encoding="utf-8"
     )
+    in_file = run_cli("render", "2016-03.yaml", cwd=tmp_path)
+    assert in_file.exit_code == 1
+    assert in_file.stderr.startswith("mailer.toml:1: default_greeting: is the line for recipients without a name")
 
 
 def test_templates_copied_before_fallbacks_are_refused_not_sent(tmp_path: Path) -> None:

@@ -251,7 +251,7 @@ def test_one_click_post_as_gmail_sends_it_unsubscribes_at_once_and_later_sends_s
     add_subscriber(engine, "staff", "ana@example.org", name="Ana")
     add_subscriber(engine, "staff", "bob@example.org", name="Bob")
     settings = web.settings()
-    asyncio.run(send_to_list(engine, settings, ROOT / "issues" / "2015-10.yaml", "staff"))
+    asyncio.run(send_to_list(engine, settings, settings.issues_dir / "2015-10.yaml", "staff"))
     messages = wait_for_mail(smtp_server, 2)
     to_ana = next(m for m in messages if "ana@example.org" in str(m["To"]))
     assert to_ana["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
@@ -267,7 +267,7 @@ def test_one_click_post_as_gmail_sends_it_unsubscribes_at_once_and_later_sends_s
     assert not status_of(engine, "staff", "ana@example.org")
     assert status_of(engine, "staff", "bob@example.org")
 
-    summary = asyncio.run(send_to_list(engine, settings, ROOT / "issues" / "2016-02.yaml", "staff"))
+    summary = asyncio.run(send_to_list(engine, settings, settings.issues_dir / "2016-02.yaml", "staff"))
     assert (summary.sent, summary.skipped) == (1, 0)
     delivered = smtp_server.recorder.delivered()
     assert delivered["ana@example.org"] == 1 and delivered["bob@example.org"] == 2

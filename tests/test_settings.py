@@ -9,7 +9,7 @@ import pytest
 
 from mailer.config_report import describe_settings
 from mailer.errors import ConfigError
-from mailer.settings import load_settings
+from mailer.settings import load_settings, mask_url_password
 from mailer.toml_lines import toml_key_lines
 from tests.cli_helpers import run_cli
 
@@ -379,6 +379,20 @@ def test_a_bad_environment_variable_is_named_with_its_value() -> None:
             "mailer.toml:3: branding.colours.primray: unknown setting; did you mean 'primary'?",
         ),
         ("[brandnig]\nname = 'X'\n", None, {}, "mailer.toml:2: brandnig: unknown setting; did you mean 'branding'?"),
+        ("smtp.port = 2525\n", None, {}, "mailer.toml:2: smtp: unknown setting; did you mean 'smtp_port'?"),
+        ("'smtp.prot' = 2525\n", None, {}, "mailer.toml:2: smtp.prot: unknown setting; did you mean 'smtp_port'?"),
+        (
+            "[smtp]\nhost = 'mail.example.org'\nport = 2525\n",
+            None,
+            {},
+            "mailer.toml:2: smtp: unknown setting; did you mean 'smtp_host' or 'smtp_port'?",
+        ),
+        (
+            '"branding.name" = "X"\n',
+            None,
+            {},
+            "mailer.toml:2: branding.name: unknown setting; did you mean branding.name, without the quotes?",
+        ),
         (
             "[[branding.social]]\nlabel = 'X'\nurl = 'https://x.org/'\nicon = 'https://x.org/i.png'\nicno = 'y'\n",
             None,
@@ -435,7 +449,7 @@ def test_a_typo_in_any_source_is_an_error_with_the_nearest_name(
 def test_every_problem_of_every_source_is_reported_at_once() -> None:
     write_config('public_url = "https://news.example.org"\nsmtp_timeout = "soon"\n', dotenv="MAILER_SENDR=x@y.org\n")
     assert refused("config", env={"MAILER_SMTP_POOL_SIZE": "0"}) == [
-        "MAILER_SMTP_POOL_SIZE=0: smtp_pool_size: Input should be greater than or equal to 1",
+        "MAILER_SMTP_POOL_SIZE=0: smtp_pool_size: Input should be from 1 to 100",
         ".env:1: MAILER_SENDR: unknown setting; did you mean MAILER_SENDER?",
         "mailer.toml:2: smtp_timeout: Input should be a valid number, unable to parse string as a number",
     ]
@@ -568,3 +582,226 @@ def test_toml_key_lines_follow_the_structure_not_the_text() -> None:
         ("aot", 1, "sub", 1): 16,
         ("aot", 1, "sub", 1, "m"): 17,
     }
+
+
+PASSWORD = "hunter2-Pa55"
+
+
+@pytest.mark.parametrize(
+    ("toml", "dotenv", "env", "expected"),
+    [
+        (
+            f'public_url = "ftp://u:{PASSWORD}@x.org"\n',
+            None,
+            {},
+            "mailer.toml:1: public_url: must be an absolute http(s) or mailto URL, got 'ftp://u:********@x.org'",
+        ),
+        (
+            "",
+            f"A=1\nMAILER_PUBLIC_URL=ftp://u:{PASSWORD}@x.org\n",
+            {},
+            ".env:2: MAILER_PUBLIC_URL: must be an absolute http(s) or mailto URL, got 'ftp://u:********@x.org'",
+        ),
+        (
+            "",
+            None,
+            {"MAILER_PUBLIC_URL": f"ftp://u:{PASSWORD}@x.org"},
+            "MAILER_PUBLIC_URL='ftp://u:********@x.org': public_url: "
+            "must be an absolute http(s) or mailto URL, got 'ftp://u:********@x.org'",
+        ),
+        (
+            "",
+            None,
+            {"MAILER_BRANDING": f'{{"website": "https://u:{PASSWORD} x@x.org"}}'},
+            "MAILER_BRANDING: branding.website: a URL cannot contain spaces, got 'https://u:********@x.org'",
+        ),
+        (
+            f'[branding.logo]\nsrc = "https://u:{PASSWORD}@x.org/logo.png"\nalt = "X"\n',
+            None,
+            {},
+            "mailer.toml:2: branding.logo.src: must not contain a user name or password (every email links to it), "
+            "got 'https://u:********@x.org/logo.png'",
+        ),
+    ],
+)
+def test_a_url_password_never_shows_in_errors(
+    toml: str, dotenv: str | None, env: dict[str, str | None], expected: str
+) -> None:
+    """Errors may quote the value they refuse; a password in a URL shows as ********, whatever the source."""
+    write_config(toml or 'public_url = "https://news.example.org"\n', dotenv=dotenv)
+    lines = refused("config", env=env)
+    assert lines == [expected]
+    assert PASSWORD[:7] not in "\n".join(lines)
+
+
+def test_a_dotenv_value_may_be_quoted_by_its_error() -> None:
+    """Only secrets and URL passwords are hidden: the line and the value it holds help find a typo."""
+    write_config(dotenv="A=1\nMAILER_REPLY_TO=office.icmpd.org\n")
+    assert refused("config") == [
+        ".env:2: MAILER_REPLY_TO: 'office.icmpd.org' is not a valid email address: An email address must have an @-sign."
+    ]
+
+
+@pytest.mark.parametrize("field", ["public_url", "branding.website", "branding.social[0].icon"])
+def test_urls_that_go_into_emails_refuse_a_user_or_password(field: str) -> None:
+    """Every subscriber would receive the credentials; the error masks the password it refuses."""
+    url = f"https://newsletter:{PASSWORD}@news.example.org/"
+    toml = {
+        "public_url": f'public_url = "{url}"\n',
+        "branding.website": f'public_url = "https://news.example.org"\n[branding]\nwebsite = "{url}"\n',
+        "branding.social[0].icon": 'public_url = "https://news.example.org"\n[[branding.social]]\nlabel = "X"\n'
+        f'url = "https://x.org/"\nicon = "{url}"\n',
+    }[field]
+    write_config(toml)
+    line = toml.count("\n")
+    assert refused("config") == [
+        f"mailer.toml:{line}: {field}: must not contain a user name or password (every email links to it), "
+        "got 'https://newsletter:********@news.example.org/'"
+    ]
+    write_config(toml.replace(f"newsletter:{PASSWORD}@", "newsletter@"))
+    assert refused("config")[0].endswith("got 'https://newsletter@news.example.org/'")
+
+
+def test_config_masks_a_url_password_in_any_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`mailer config` and repr(settings) mask the password of every URL, not only in database_url."""
+    write_config()
+    monkeypatch.setenv("MAILER_DATABASE_URL", f"postgresql+psycopg://mailer:{PASSWORD}/+x=@db.example.org/news")
+    monkeypatch.setenv("MAILER_UNSUBSCRIBE_MAILTO", f"https://u:{PASSWORD}@x.org/unsubscribe")
+    result = run_cli("config", cwd=Path.cwd())
+    assert (result.exit_code, result.stderr) == (0, ""), result.output
+    lines = result.stdout.splitlines()
+    env = "environment (MAILER_DATABASE_URL)"
+    assert f'database_url = "postgresql+psycopg://mailer:********@db.example.org/news"  ({env})' in lines
+    assert (
+        'unsubscribe_mailto = "https://u:********@x.org/unsubscribe"  (environment (MAILER_UNSUBSCRIBE_MAILTO))'
+        in lines
+    )
+    shown = result.stdout + repr(load_settings()) + str(load_settings())
+    assert PASSWORD[:7] not in shown
+
+
+@pytest.mark.parametrize(
+    ("text", "masked"),
+    [
+        ("postgresql+psycopg://u:pw@h:5432/db", "postgresql+psycopg://u:********@h:5432/db"),
+        ("postgresql+psycopg://u:ab/cd+ef==@h/db", "postgresql+psycopg://u:********@h/db"),  # SQLAlchemy's reading
+        ("https://u:p@ss@h/x", "https://u:********@h/x"),  # urllib's reading: the last @ of the host part
+        ("postgresql+psycopg://u:pw@[::1/db", "postgresql+psycopg://u:********@[::1/db"),  # urllib refuses it
+        ("https://u:pw@[zz]/", "https://u:********@[zz]/"),
+        ("https://:pw@h/", "https://:********@h/"),
+        ("sqlite:///mailer.sqlite3", "sqlite:///mailer.sqlite3"),
+        ("https://u@h:8080/x", "https://u@h:8080/x"),
+        (
+            "got 'ftp://u:pw@x.org' and 'https://a:b@y.org/'",
+            "got 'ftp://u:********@x.org' and 'https://a:********@y.org/'",
+        ),
+        ("mailto:news@example.org", "mailto:news@example.org"),
+    ],
+)
+def test_mask_url_password_covers_how_urllib_and_sqlalchemy_read_a_password(text: str, masked: str) -> None:
+    assert mask_url_password(text) == masked
+
+
+FINITE_RANGES = {
+    "smtp_timeout": "greater than 0 and at most 600",
+    "rate_per_second": "from 0 to 10000",
+    "retry_base_delay": "greater than 0 and at most 3600",
+    "give_up_after": "greater than 0 and at most 604800",
+    "confirm_hours": "greater than 0 and at most 720",
+    "claim_lease_seconds": "from 5 to 3600",
+}
+
+
+@pytest.mark.parametrize("value", ["inf", "-inf", "nan", "1e20"])
+@pytest.mark.parametrize("field", FINITE_RANGES)
+def test_a_number_setting_must_be_finite_and_in_its_range(field: str, value: str) -> None:
+    """inf made the ledger overflow and a send wait forever; every number setting says its range."""
+    write_config()
+    variable = f"MAILER_{field.upper()}"
+    assert refused("config", env={variable: value}) == [
+        f"{variable}={value}: {field}: Input should be {FINITE_RANGES[field]}"
+    ]
+
+
+def test_toml_inf_and_nan_are_refused_with_the_range() -> None:
+    write_config('public_url = "https://news.example.org"\nclaim_lease_seconds = inf\nsmtp_timeout = nan\n')
+    assert refused("config") == [
+        "mailer.toml:2: claim_lease_seconds: Input should be from 5 to 3600",
+        "mailer.toml:3: smtp_timeout: Input should be greater than 0 and at most 600",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "bounds"),
+    [
+        ("max_issue_bytes", "99999999999999999999", "from 1024 to 100000000"),
+        ("rate_per_hour", "1" + "0" * 400, "from 0 to 36000000"),
+        ("confirm_per_address_per_day", "145", "from 1 to 144"),
+        ("subscribe_per_ip_per_hour", "0", "from 1 to 10000"),
+    ],
+)
+def test_an_integer_setting_says_its_range(field: str, value: str, bounds: str) -> None:
+    """A huge max_issue_bytes overflowed the file read; a limit beyond any real use is a typo."""
+    write_config()
+    variable = f"MAILER_{field.upper()}"
+    shown = value if len(value) <= 80 else None
+    prefix = f"{variable}={shown}" if shown else variable
+    assert refused("config", env={variable: value}) == [f"{prefix}: {field}: Input should be {bounds}"]
+
+
+def test_a_config_file_named_by_mailer_config_must_exist() -> None:
+    """Ignoring it would send with the defaults, into a new ./mailer.sqlite3."""
+    write_config()
+    Path("folder").mkdir()
+    assert refused("config", env={"MAILER_CONFIG": "nonexist.toml"}) == [
+        "MAILER_CONFIG=nonexist.toml: no such config file"
+    ]
+    assert refused("config", env={"mailer_config": "no such.toml"}) == [
+        "mailer_config='no such.toml': no such config file"
+    ]
+    assert refused("config", env={"MAILER_CONFIG": "folder"}) == [
+        "MAILER_CONFIG=folder: is a folder, not a config file"
+    ]
+    assert refused("config", "--config", "nonexist.toml") == ["nonexist.toml: no such config file"]
+    Path(".env").write_text("# chosen here\nMAILER_CONFIG=nonexist.toml\n")
+    assert refused("config") == [".env:2: MAILER_CONFIG: nonexist.toml: no such config file"]
+
+
+def test_mailer_config_in_dotenv_chooses_the_config_file() -> None:
+    """Below the environment and --config, as every .env value is."""
+    write_config(dotenv="MAILER_CONFIG=conf/news.toml\n")
+    Path("conf").mkdir()
+    Path("conf/news.toml").write_text('public_url = "https://other.example.org"\n')
+
+    def public_url(*args: str, env: dict[str, str | None] | None = None) -> str:
+        result = run_cli("config", *args, cwd=Path.cwd(), env=env)
+        assert (result.exit_code, result.stderr) == (0, ""), result.output
+        return result.stdout.splitlines()[0]
+
+    assert public_url() == 'public_url = "https://other.example.org"  (conf/news.toml)'
+    assert public_url(env={"MAILER_CONFIG": "mailer.toml"}) == 'public_url = "https://news.example.org"  (mailer.toml)'
+    assert public_url("--config", "mailer.toml") == 'public_url = "https://news.example.org"  (mailer.toml)'
+
+
+def test_a_byte_order_mark_is_accepted_in_the_config_file_and_dotenv() -> None:
+    """Windows editors start UTF-8 files with one; lines are still counted from the first."""
+    Path("mailer.toml").write_text(
+        '\ufeffpublic_url = "https://news.example.org"\nsmtp_port = "abc"\n', encoding="utf-8"
+    )
+    Path(".env").write_text("\ufeffMAILER_SMTP_TIMEOUT=soon\n", encoding="utf-8")
+    assert refused("config") == [
+        ".env:1: MAILER_SMTP_TIMEOUT: Input should be a valid number, unable to parse string as a number",
+        f"mailer.toml:2: smtp_port: {INTEGER}",
+    ]
+    Path("mailer.toml").write_text('\ufeffpublic_url = "https://news.example.org"\n', encoding="utf-8")
+    Path(".env").write_text("\ufeffMAILER_SMTP_HOST=mail.example.org\n", encoding="utf-8")
+    assert describe_settings()[0] == 'public_url = "https://news.example.org"  (mailer.toml)'
+    assert 'smtp_host = "mail.example.org"  (.env)' in describe_settings()
+
+
+def test_a_short_secret_does_not_garble_its_message() -> None:
+    """Secrets are hidden where an error quotes them, not by replacing their letters everywhere."""
+    write_config()
+    assert refused("config", env={"MAILER_UNSUBSCRIBE_SECRET": "e"}) == [
+        f"MAILER_UNSUBSCRIBE_SECRET: unsubscribe_secret: {TOO_SHORT}"
+    ]

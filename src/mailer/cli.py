@@ -684,7 +684,7 @@ def _went_out(settings: Settings) -> Callable[[Collection[str]], Collection[str]
     try:
         url = make_url(settings.database_url)
         missing = url.get_backend_name() == "sqlite" and bool(url.database) and not Path(url.database or "").exists()
-    except ArgumentError:
+    except (ArgumentError, ValueError):
         missing = False  # opening it says what is wrong, in one line
     if missing:
         return lambda slugs: ()

@@ -11,7 +11,7 @@ from pydantic import BaseModel, SecretStr
 from pydantic.fields import FieldInfo
 from pydantic_core import to_jsonable_python
 
-from mailer.settings import MASK, Settings, load_settings_and_sources, mask_url_password
+from mailer.settings import MASK, Settings, load_settings_and_sources, mask_passwords_in
 
 Key = tuple[str, ...]
 
@@ -42,6 +42,4 @@ def _show(key: Key, value: Any, field: FieldInfo, settings: Settings) -> str:
         return "(not set)" if value is None else MASK
     if key == ("smtp_port",) and value is None:
         value = settings.smtp_port_effective
-    if key == ("database_url",):
-        value = mask_url_password(value)
-    return json.dumps(to_jsonable_python(value), ensure_ascii=False)
+    return json.dumps(mask_passwords_in(to_jsonable_python(value)), ensure_ascii=False)

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import unicodedata
 from collections.abc import Collection, Iterator
 from email.utils import parseaddr
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import email_validator
 from email_validator import EmailNotValidError, EmailSyntaxError, ValidatedEmail, validate_email
@@ -31,16 +32,17 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 from mailer.errors import ConfigError
-from mailer.settings_sources import SettingsSources
+from mailer.settings_sources import MASK as MASK  # shown for secrets and URL passwords alike
+from mailer.settings_sources import SettingsSources, read_dotenv
 from mailer.urls import Url
 
 CONFIG_ENV = "MAILER_CONFIG"
 DEFAULT_CONFIG = Path("mailer.toml")
+DOTENV = Path(".env")
 HexColour = str
 LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 DEFAULT_PORTS = {"starttls": 587, "tls": 465, "none": 25}
 MIN_SECRET_LENGTH = 32
-MASK = "********"
 
 
 def _special_use_name(domain: str) -> str | None:
@@ -107,29 +109,67 @@ def check_secret_length(value: SecretStr | None) -> SecretStr | None:
     return value
 
 
-def mask_url_password(url: str) -> str:
-    """The URL with its password, if any, replaced by ********: safe to print or log."""
-    parts = urlsplit(url)
-    try:
-        password = parts.password
-    except ValueError:
-        return url
-    if password is None:
-        return url
-    userinfo, _, host = parts.netloc.rpartition("@")
-    username = userinfo.partition(":")[0]
-    return urlunsplit(parts._replace(netloc=f"{username}:{MASK}@{host}"))
+_URL_START = re.compile(r"(?<![A-Za-z0-9+.-])[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def mask_url_password(text: str) -> str:
+    """The text with the password of every URL in it replaced by ********: safe to print or log.
+
+    A password runs from the first colon after `scheme://` to the last `@` of the host part (as urllib
+    reads it) or the first `@` after that colon (as SQLAlchemy does: `u:ab/cd@host`), whichever is later;
+    a URL neither can parse is masked all the same. Masking too much is the safe way to be wrong.
+    """
+    shown, done = [], 0
+    for start in _URL_START.finditer(text):
+        if start.start() < done:
+            continue
+        authority = start.end()
+        colon = text.find(":", authority)
+        if colon < 0 or "/" in text[authority:colon]:
+            continue
+        host_end = min((i for i in map(text.find, "/?#", [colon] * 3) if i >= 0), default=len(text))
+        at = max(text.rfind("@", colon, host_end), text.find("@", colon))
+        if at > colon:
+            shown += [text[done : colon + 1], MASK]
+            done = at
+    return "".join(shown) + text[done:]
+
+
+def mask_passwords_in(value: Any) -> Any:
+    """`value` with mask_url_password applied to every string in it, through lists, tuples and dicts."""
+    if isinstance(value, str):
+        return mask_url_password(value)
+    if isinstance(value, list | tuple):
+        return type(value)(mask_passwords_in(item) for item in value)
+    if isinstance(value, dict):
+        return {key: mask_passwords_in(item) for key, item in value.items()}
+    return value
+
+
+def check_no_credentials(value: str) -> str:
+    """Every email links to these addresses: a user name or password in one would go to every subscriber."""
+    if "@" in urlsplit(value).netloc:
+        raise ValueError(
+            f"must not contain a user name or password (every email links to it), got {mask_url_password(value)!r}"
+        )
+    return value
 
 
 Mailbox = Annotated[str, AfterValidator(check_mailbox)]
+PublicUrl = Annotated[Url, AfterValidator(check_no_credentials)]
+"""A URL that goes into emails and web pages: absolute, and without credentials."""
 
 
 class _Config(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        for name, value in super().__repr_args__():
+            yield name, mask_passwords_in(value)
 
 
 class Logo(_Config):
-    src: Url
+    src: PublicUrl
     alt: str = Field(min_length=1)
     width: int = Field(180, ge=16, le=600)
 
@@ -145,14 +185,14 @@ class Colours(_Config):
 
 class SocialAccount(_Config):
     label: str = Field(min_length=1, description='Shown as the icon\'s alt text, e.g. "ICMPD on Twitter".')
-    url: Url
-    icon: Url
+    url: PublicUrl
+    icon: PublicUrl
 
 
 class Branding(_Config):
     name: str = Field("Newsletter", min_length=1, description="Short organisation name.")
     full_name: str | None = None
-    website: Url | None = None
+    website: PublicUrl | None = None
     logo: Logo | None = None
     colours: Colours = Colours()
     font_family: str = "Arial, Helvetica, sans-serif"
@@ -165,13 +205,14 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="MAILER_",
         env_nested_delimiter="__",
-        env_file=".env",
+        env_file=DOTENV,
         extra="forbid",
         toml_file=DEFAULT_CONFIG,
         hide_input_in_errors=True,
+        allow_inf_nan=False,
     )
 
-    public_url: Url | None = Field(
+    public_url: PublicUrl | None = Field(
         None, description="Base URL of the public web version; issue 2016-02 is published at <public_url>/2016-02/."
     )
     branding: Branding = Branding()
@@ -194,7 +235,7 @@ class Settings(BaseSettings):
     smtp_tls: Literal["starttls", "tls", "none"] = "starttls"
     smtp_username: str | None = None
     smtp_password: SecretStr | None = None
-    smtp_timeout: float = Field(30, gt=0, description="Seconds to wait for the SMTP server.")
+    smtp_timeout: float = Field(30, gt=0, le=600, description="Seconds to wait for the SMTP server.")
     smtp_ca_file: Path | None = Field(
         None, description="A CA bundle (PEM) to trust for the relay's certificate, e.g. the organisation's own CA."
     )
@@ -212,16 +253,18 @@ class Settings(BaseSettings):
     )
 
     smtp_pool_size: int = Field(8, ge=1, le=100, description="Concurrent SMTP connections.")
-    rate_per_second: float = Field(0, ge=0, description="Messages per second at most; 0 for no limit.")
-    rate_per_hour: int = Field(0, ge=0, description="Messages per hour at most (relay quotas); 0 for no limit.")
+    rate_per_second: float = Field(0, ge=0, le=10_000, description="Messages per second at most; 0 for no limit.")
+    rate_per_hour: int = Field(
+        0, ge=0, le=36_000_000, description="Messages per hour at most (relay quotas); 0 for no limit."
+    )
     max_attempts: int = Field(
         5, ge=1, le=50, description="Tries per message for temporary failures (4xx, dropped connections)."
     )
     retry_base_delay: float = Field(
-        2.0, gt=0, description="Seconds before the first retry; doubles each time, with jitter."
+        2.0, gt=0, le=3600, description="Seconds before the first retry; doubles each time, with jitter."
     )
     give_up_after: float = Field(
-        600, gt=0, description="Seconds without any successful connection before the send stops."
+        600, gt=0, le=7 * 24 * 3600, description="Seconds without any successful connection before the send stops."
     )
     unsubscribe_mailto: str | None = Field(None, description="Optional mailto: address added to List-Unsubscribe.")
     default_greeting: str | None = Field(
@@ -239,19 +282,35 @@ class Settings(BaseSettings):
         48, gt=0, le=24 * 30, description="Hours a subscription's confirmation link stays valid (double opt-in)."
     )
     subscribe_per_ip_per_hour: int = Field(
-        10, ge=1, description="Subscribe requests one IP address may make per hour on the public web."
+        10, ge=1, le=10_000, description="Subscribe requests one IP address may make per hour on the public web."
     )
     confirm_per_address_per_day: int = Field(
-        3, ge=1, description="Confirmation mails one address may be sent per day (at most one per 10 minutes)."
+        3, ge=1, le=144, description="Confirmation mails one address may be sent per day (at most one per 10 minutes)."
     )
     claim_lease_seconds: float = Field(
-        60, ge=5, description="A sender's claim on recipients lapses this long after its last heartbeat (PostgreSQL)."
+        60,
+        ge=5,
+        le=3600,
+        description="A sender's claim on recipients lapses this long after its last heartbeat (PostgreSQL).",
     )
-    max_issue_bytes: int = Field(1_000_000, ge=1024, description="Issue files larger than this are refused unread.")
+    max_issue_bytes: int = Field(
+        1_000_000, ge=1024, le=100_000_000, description="Issue files larger than this are refused unread."
+    )
     dkim_key_file: Path | None = Field(None, description="PEM private key to DKIM-sign messages with.")
     dkim_selector: str | None = Field(
         None, pattern=r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$", description="DKIM selector (s=), a DNS label."
     )
+
+    @field_validator("default_greeting")
+    @classmethod
+    def _check_default_greeting(cls, greeting: str | None) -> str | None:
+        """Plain text as readers see it: it is what recipients without a name get, so it has nothing to fill in."""
+        if greeting is not None and ("{" in greeting or "}" in greeting):
+            raise ValueError(
+                "is the line for recipients without a name, so it takes no placeholders or braces; "
+                "write it as they should read it, e.g. 'Dear reader,'"
+            )
+        return greeting
 
     @field_validator("special_use_domains")
     @classmethod
@@ -278,7 +337,7 @@ class Settings(BaseSettings):
 
     def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
         for name, value in super().__repr_args__():
-            yield name, mask_url_password(value) if name == "database_url" else value
+            yield name, mask_passwords_in(value)
 
     @classmethod
     def settings_customise_sources(
@@ -308,7 +367,26 @@ class Settings(BaseSettings):
 
 
 def config_path(explicit: Path | None = None) -> Path:
-    return explicit or Path(os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG)
+    """The config file: --config, else MAILER_CONFIG (the environment's, else .env's), else ./mailer.toml."""
+    return _chosen_config(explicit)[0]
+
+
+def _chosen_config(explicit: Path | None) -> tuple[Path, str | None]:
+    """The config file and what named it, as an error names it (`MAILER_CONFIG=x.toml`); None for the default."""
+    if explicit is not None:
+        return explicit, str(explicit)
+    exact = [(CONFIG_ENV, os.environ.get(CONFIG_ENV))]  # before mailer_config, as pydantic-settings reads names
+    for name, value in [*exact, *os.environ.items()]:
+        if name.upper() == CONFIG_ENV and value:
+            return Path(value), f"{name}={shlex.quote(value)}"
+    try:
+        dotenv = read_dotenv(DOTENV) if DOTENV.is_file() else []
+    except ConfigError:
+        dotenv = []  # reading the settings reports it
+    for name, value, line in dotenv:
+        if name.upper() == CONFIG_ENV and value:
+            return Path(value), f"{DOTENV}:{line}: {name}: {value}"
+    return DEFAULT_CONFIG, None
 
 
 def read_sources(
@@ -331,9 +409,10 @@ def load_settings_and_sources(config_file: Path | None = None, **overrides: obje
     Every problem is one line naming its place: `MAILER_SMTP_PORT=abc: smtp_port: ...`,
     `.env:3: MAILER_SMTP_PORT: ...`, `mailer.toml:7: smtp_port: ...`; all of them at once.
     """
-    path = config_path(config_file)
-    if config_file is not None and not path.is_file():
-        raise ConfigError(f"{path}: no such config file")
+    path, named_by = _chosen_config(config_file)
+    if named_by is not None and not path.is_file():
+        what = "is a folder, not a config file" if path.is_dir() else "no such config file"
+        raise ConfigError(f"{named_by}: {what}")
     sources = read_sources(Settings, path, overrides)
 
     class _Loaded(Settings):

@@ -21,6 +21,7 @@ from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
+import annotated_types
 from dotenv import dotenv_values
 from dotenv.parser import parse_stream
 from pydantic import BaseModel, SecretStr, ValidationError
@@ -33,6 +34,9 @@ from mailer.toml_lines import Key, toml_key_lines
 Kind = Literal["flag", "environment", ".env", "file"]
 RANKS: dict[str, int] = {"environment": 0, ".env": 1, "file": 2}  # the order problems are listed in
 SHOWN_VALUE_LIMIT = 80
+MASK = "********"
+BOM = "\ufeff"  # Windows editors start UTF-8 files with it
+BOUND_ERRORS = frozenset({"greater_than", "greater_than_equal", "less_than", "less_than_equal", "finite_number"})
 KNOWN_LIST_LIMIT = 12
 JSON_HINT = 'lists and tables are written as JSON here, e.g. ["a", "b"] or {"name": "x"}'
 
@@ -87,10 +91,11 @@ class SettingsSources:
         reserved: Collection[str] = (),
         mask: Callable[[str], str] = str,
     ) -> None:
-        """`reserved`: MAILER_* variables that are not settings (MAILER_CONFIG); `mask` hides credentials in values shown."""
+        """`reserved`: MAILER_* variables that are not settings (MAILER_CONFIG); `mask` hides URL passwords in text shown."""
         self.settings_cls = settings_cls
         self.config = config
         self.overrides = overrides
+        self.mask = mask
         env_file = settings_cls.model_config.get("env_file")
         dotenv = Path(env_file) if isinstance(env_file, str | os.PathLike) else None
         encoding = settings_cls.model_config.get("env_file_encoding") or "utf-8"
@@ -102,7 +107,7 @@ class SettingsSources:
             settings_cls,
             kind=".env",
             source=str(dotenv),
-            variables=_read_dotenv(dotenv, encoding) if dotenv and dotenv.is_file() else [],
+            variables=read_dotenv(dotenv, encoding) if dotenv and dotenv.is_file() else [],
             **common,
         )
         self.file = TomlSource(settings_cls, config)
@@ -130,9 +135,9 @@ class SettingsSources:
     def problems(self, error: ValidationError | None) -> list[str]:
         """Every problem with the settings, one line each: unknown variables, then the values pydantic refused."""
         found = [*self.environment.problems, *self.dotenv.problems]
-        for detail in error.errors(include_url=False, include_input=False) if error else []:
-            loc = tuple(detail["loc"])
-            message = self._message(detail["type"], detail["msg"], loc)
+        for detail in error.errors(include_url=False) if error else []:
+            loc, value = tuple(detail["loc"]), detail["input"]
+            message = self._hidden(self._message(detail["type"], detail["msg"], loc, value), loc, value)
             origin = self.origin(loc, nearest=True)
             if origin is None or origin.kind == "flag":
                 where = f"{self.config}: {dotted(loc)}" if loc else str(self.config)
@@ -141,9 +146,12 @@ class SettingsSources:
                 found.append((RANKS[origin.kind], origin.line, origin.problem(loc, message)))
         return [text for *_, text in sorted(found)]
 
-    def _message(self, kind: str, message: str, loc: Key) -> str:
+    def _message(self, kind: str, message: str, loc: Key, value: object) -> str:
         if kind == "extra_forbidden":
-            return unknown_key_message(self.settings_cls, loc)
+            return unknown_key_message(self.settings_cls, loc, value)
+        field = field_at(self.settings_cls, loc)
+        if kind in BOUND_ERRORS and field is not None and (bounds := range_of(field)):
+            return f"Input should be {bounds}"
         if kind == "missing" and any(isinstance(part, int) for part in loc):
             return "required"  # an item of a list: no variable names it alone
         if kind == "missing":
@@ -151,6 +159,22 @@ class SettingsSources:
             variable = prefix + "__".join(str(part) for part in loc).upper()
             return f"required; set it in {self.config} or {variable}"
         return message.removeprefix("Value error, ")
+
+    def _hidden(self, message: str, loc: Key, value: object) -> str:
+        """The message with a secret's value, and the password of any URL, replaced by ********.
+
+        Validators may quote the value they refuse (`got 'ftp://u:pw@x.org'`); the value is masked whole
+        first (a password may hold spaces), then every word of the message on its own. A secret is
+        replaced only where it is quoted: a short one must not garble the rest of the message.
+        """
+        field = field_at(self.settings_cls, loc)
+        secret = field is not None and _is_secret(field.annotation)
+        for text in filter(None, _strings_in(value)):
+            hidden = MASK if secret else self.mask(text)
+            if hidden != text:
+                message = message.replace(repr(text), repr(hidden))
+                message = message if secret else message.replace(text, hidden)
+        return re.sub(r"\S+", lambda word: self.mask(word[0]), message)
 
 
 class VariablesSource(EnvSettingsSource):
@@ -235,7 +259,7 @@ class TomlSource(TomlConfigSettingsSource):
 
     def _read_file(self, file_path: Path | Traversable) -> dict[str, Any]:
         try:
-            text = file_path.read_text(encoding="utf-8")
+            text = file_path.read_text(encoding="utf-8").removeprefix(BOM)
         except UnicodeDecodeError as error:
             raise ConfigError(f"{self.path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
         except OSError as error:
@@ -289,10 +313,55 @@ def names_at(model: type[BaseModel], loc: Key) -> list[str]:
     return list(model.model_fields)
 
 
-def unknown_key_message(model: type[BaseModel], loc: Key) -> str:
+def field_at(model: type[BaseModel], loc: Key) -> FieldInfo | None:
+    """The field `loc` names (list indexes stepped over); None past a name no model knows."""
+    field = None
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        nested = _model_in(field.annotation, through_lists=True) if field else model
+        field = nested.model_fields.get(part) if nested else None
+        if field is None:
+            return None
+    return field
+
+
+def range_of(field: FieldInfo) -> str | None:
+    """`from 5 to 3600`, `greater than 0 and at most 600`: the bounds of a number field, when it has both."""
+    low = next((bound for bound in field.metadata if isinstance(bound, annotated_types.Ge | annotated_types.Gt)), None)
+    high = next((bound.le for bound in field.metadata if isinstance(bound, annotated_types.Le)), None)
+    if low is None or high is None:
+        return None
+    if isinstance(low, annotated_types.Ge):
+        return f"from {low.ge} to {high}"
+    return f"greater than {low.gt} and at most {high}"
+
+
+def unknown_key_message(model: type[BaseModel], loc: Key, value: object = None) -> str:
+    """With the nearest name; a dotted key is compared as one name (`smtp.port` → smtp_port), a quoted one as a path."""
     known = names_at(model, loc)
-    hint = difflib.get_close_matches(str(loc[-1]), known, n=1) if loc else []
-    return f"unknown setting; did you mean '{hint[0]}'?" if hint else f"unknown setting; {_known_list(known)}"
+    if not loc:
+        return f"unknown setting; {_known_list(known)}"
+    name = str(loc[-1])
+    parts = tuple(name.split("."))
+    if len(parts) > 1 and (*loc[:-1], *parts) in known_settings(model):
+        return f"unknown setting; did you mean {name}, without the quotes?"
+    written = [f"{name}_{path}" for path in _leaf_paths(value)] if isinstance(value, Mapping) and value else [name]
+    joined = [difflib.get_close_matches(text.replace(".", "_"), known, n=1, cutoff=0.8) for text in written]
+    hints = list(dict.fromkeys(hint[0] for hint in joined if hint)) if all(joined) else []
+    hints = hints or difflib.get_close_matches(name, known, n=1)
+    if not hints:
+        return f"unknown setting; {_known_list(known)}"
+    return f"unknown setting; did you mean {' or '.join(repr(hint) for hint in hints)}?"
+
+
+def _leaf_paths(table: Mapping[Any, Any]) -> list[str]:
+    """`{"port": 1, "tls": {"mode": "x"}}` → port, tls.mode: the names written under a table, dotted."""
+    paths: list[str] = []
+    for key, item in table.items():
+        below = _leaf_paths(item) if isinstance(item, Mapping) else []
+        paths += [f"{key}.{path}" for path in below] if below else [str(key)]
+    return paths
 
 
 def unknown_variable_message(settings_cls: type[BaseSettings], key: Key, *, environment: bool) -> str:
@@ -334,6 +403,16 @@ def _model_in(annotation: Any, *, through_lists: bool) -> type[BaseModel] | None
     return None
 
 
+def _strings_in(value: object) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, Mapping):
+        return [text for item in value.values() for text in _strings_in(item)]
+    if isinstance(value, list | tuple):
+        return [text for item in value for text in _strings_in(item)]
+    return []
+
+
 def _is_secret(annotation: Any) -> bool:
     return annotation is SecretStr or any(_is_secret(arg) for arg in get_args(annotation))
 
@@ -369,10 +448,10 @@ def _environment() -> list[tuple[str, str | None, int]]:
     return [(name, value, 0) for name, value in os.environ.items()]
 
 
-def _read_dotenv(path: Path, encoding: str) -> list[tuple[str, str | None, int]]:
+def read_dotenv(path: Path, encoding: str = "utf-8") -> list[tuple[str, str | None, int]]:
     """Every variable of a .env file with the line it starts on, read by python-dotenv as pydantic-settings does."""
     try:
-        text = path.read_text(encoding=encoding)
+        text = path.read_text(encoding=encoding).removeprefix(BOM)
     except UnicodeDecodeError as error:
         raise ConfigError(f"{path}: not {encoding.upper()} text ({error.reason} at byte {error.start})") from None
     except OSError as error:

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import datetime as dt
 import sqlite3
+import warnings
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import ArgumentError, DBAPIError
+from sqlalchemy.exc import ArgumentError, DBAPIError, SAWarning
 
 from mailer.errors import MailerError
 from mailer.settings import mask_url_password
@@ -167,9 +168,20 @@ def open_database(url: str) -> Engine:
         parsed = sa.make_url(url)
     except ArgumentError:
         raise MailerError(f"database_url: cannot parse {shown!r}; {USE_INSTEAD}") from None
+    except ValueError:  # SQLAlchemy takes whatever follows a colon after the host for the port
+        raise MailerError(
+            f"database_url: cannot parse {shown!r}: the port is not a number (an IPv6 host goes in brackets, [::1])"
+        ) from None
     backend = parsed.get_backend_name()
     if backend not in SUPPORTED_DRIVERS or parsed.get_driver_name() not in SUPPORTED_DRIVERS[backend]:
         raise MailerError(f"database_url {shown}: {parsed.drivername} is not supported; {USE_INSTEAD}")
+    if backend == "sqlite" and (parsed.username or parsed.password or parsed.host or parsed.port):
+        raise MailerError(
+            f"database_url {shown}: a SQLite URL names a file, not a user or host: "
+            "sqlite:///relative/path.sqlite3 or sqlite:////absolute/path.sqlite3"
+        )
+    if "\x00" in url or "%00" in url:
+        raise MailerError(f"database_url {shown}: contains a NUL character (%00)")
     if backend == "sqlite" and parsed.database not in (None, "", ":memory:"):
         folder = Path(parsed.database).parent
         try:
@@ -179,7 +191,13 @@ def open_database(url: str) -> Engine:
                 f"database {shown}: cannot create the folder {error.filename or folder}: {error.strerror}; "
                 "point database_url at a folder you can write"
             ) from None
-    engine = sa.create_engine(parsed, future=True)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", SAWarning)  # e.g. a query option the driver would ignore
+            engine = sa.create_engine(parsed, future=True)
+    except (ArgumentError, ValueError, SAWarning) as error:
+        reason = mask_url_password(str(error).strip().splitlines()[0].partition(" (Background on this")[0])
+        raise MailerError(f"database_url {shown}: {reason}") from None
     if backend == "sqlite":
         sa.event.listen(engine, "connect", _sqlite_pragmas)
     try:

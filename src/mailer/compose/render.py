@@ -12,11 +12,11 @@ import mjml
 from premailer import Premailer
 
 from mailer.compose.model import Issue
-from mailer.compose.placeholders import MARKER_KEYS, GreetingLine, Trusted, greeting_lines, stray_placeholders
+from mailer.compose.placeholders import MARKER_KEYS, GreetingLine, Trusted, greeting_lines
 from mailer.compose.template_errors import render_template
 from mailer.compose.templates import default_templates_dir, environment
 from mailer.compose.text import render_text
-from mailer.errors import ConfigError, RenderError
+from mailer.errors import RenderError
 from mailer.settings import Settings
 
 PLACEHOLDERS = {key: Trusted("{{" + key + "}}") for key in MARKER_KEYS}
@@ -69,14 +69,8 @@ def inline_css(html: str, css: str) -> str:
 
 
 def _greetings(issue: Issue, settings: Settings) -> list[GreetingLine]:
-    default = settings.default_greeting
-    if default and stray_placeholders(default):
-        raise ConfigError(
-            f"default_greeting: {default!r} has a placeholder, but it is the greeting for recipients without "
-            "a name: write it as they should read it, e.g. 'Dear reader,'"
-        )
     try:
-        return greeting_lines(issue.greeting, default)
+        return greeting_lines(issue.greeting, settings.default_greeting)
     except ValueError as error:  # an Issue validated by its model cannot get here
         raise RenderError(f"greeting: {error}") from None
 
