@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
 from tests.cli_helpers import run_cli
+from tests.test_settings import project  # noqa: F401  # the same empty project folder, autouse
 
 PASSWORD = "hunter2-Pa55"
 USE_INSTEAD = "use sqlite:///path.sqlite3 or postgresql+psycopg://user@host/db"
@@ -19,16 +19,6 @@ IGNORED_OPTION = (
     "Query string argument(s) 'foo' are not accepted by the pysqlite driver and are being ignored; "
     "SQLite URI arguments require that 'uri=true' also be present in the URL."
 )
-
-
-@pytest.fixture(autouse=True)
-def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An empty project folder as the working directory, with no MAILER_* variables from the outside."""
-    for name in list(os.environ):
-        if name.upper().startswith("MAILER_"):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
 
 
 def lists_with(url: str) -> str:

@@ -13,7 +13,7 @@ import unicodedata
 from collections.abc import Collection, Iterator
 from email.utils import parseaddr
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
 import email_validator
@@ -162,6 +162,9 @@ PublicUrl = Annotated[Url, AfterValidator(check_no_credentials)]
 
 class _Config(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    read_from: ClassVar[SettingsSources | None] = None
+    """The sources load_settings has read (with their places); None: read them here."""
 
     def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
         for name, value in super().__repr_args__():
@@ -335,6 +338,9 @@ class Settings(BaseSettings):
         """The port to connect to: smtp_port if set, else the usual one for smtp_tls."""
         return self.smtp_port if self.smtp_port is not None else DEFAULT_PORTS[self.smtp_tls]
 
+    read_from: ClassVar[SettingsSources | None] = None
+    """The sources load_settings has read (with their places); None: read them here."""
+
     def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
         for name, value in super().__repr_args__():
             yield name, mask_passwords_in(value)
@@ -348,9 +354,12 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        toml_file = settings_cls.model_config.get("toml_file")
-        config = Path(toml_file) if isinstance(toml_file, str | os.PathLike) else DEFAULT_CONFIG
-        return (init_settings, *read_sources(settings_cls, config).layers)
+        sources = cls.read_from
+        if sources is None:
+            toml_file = settings_cls.model_config.get("toml_file")
+            config = Path(toml_file) if isinstance(toml_file, str | os.PathLike) else DEFAULT_CONFIG
+            sources = read_sources(settings_cls, config)
+        return (init_settings, *sources.layers)
 
     @property
     def archive_url(self) -> str:
@@ -416,16 +425,7 @@ def load_settings_and_sources(config_file: Path | None = None, **overrides: obje
     sources = read_sources(Settings, path, overrides)
 
     class _Loaded(Settings):
-        @classmethod
-        def settings_customise_sources(
-            cls,
-            settings_cls: type[BaseSettings],
-            init_settings: PydanticBaseSettingsSource,
-            env_settings: PydanticBaseSettingsSource,
-            dotenv_settings: PydanticBaseSettingsSource,
-            file_secret_settings: PydanticBaseSettingsSource,
-        ) -> tuple[PydanticBaseSettingsSource, ...]:
-            return (init_settings, *sources.layers)
+        read_from = sources
 
     settings: Settings | None = None
     failure: ValidationError | None = None
