@@ -32,17 +32,25 @@ def wrap(text: str, indent: str = "", first: str | None = None) -> str:
     return Trusted(joined) if isinstance(text, Trusted) else joined
 
 
+def _introduce(label: str) -> str:
+    """`Label:` before a URL; a label that already leads on ("More events...", "Questions?") keeps its own ending."""
+    label = label.rstrip()
+    return label if label.endswith(("...", "…", ":", "?", "!")) else label + ":"
+
+
 def link_line(label: str, url: str, bullet: str = "* ") -> str:
     """`* Label: https://...` on one line when it fits, else the URL on a line of its own."""
-    line = f"{bullet}{label}: {url}"
+    line = f"{bullet}{_introduce(label)} {url}"
     if len(line) <= WIDTH:
         return line
     indent = " " * len(bullet)
-    return wrap(f"{label}:", indent=indent, first=bullet) + "\n" + indent + url
+    return wrap(_introduce(label), indent=indent, first=bullet) + "\n" + indent + url
 
 
 def underline(text: str, char: str = "-") -> str:
-    return f"{text}\n{char * min(len(text), WIDTH)}"
+    """A heading: wrapped to 78 columns, ruled as wide as its longest line (`=` title and sections, `-` stories)."""
+    lines = wrap(text)
+    return f"{lines}\n{char * max((len(line) for line in lines.splitlines()), default=0)}"
 
 
 def render_text(env: Environment, **context: object) -> str:
