@@ -223,7 +223,7 @@ def test_archive_lists_issues_and_the_emails_view_in_browser_link_leads_to_the_w
     asyncio.run(send_to_list(engine, server.settings(), ROOT / "issues" / "2016-02.yaml", "staff"))
     [message] = wait_for_mail(smtp_server, 1)
     html = message.get_body(("html",)).get_content()  # type: ignore[union-attr]
-    view_link = re.search(r'not displayed properly, <a href="([^"]+)"', html)
+    view_link = re.search(r'<a href="([^"]+)"[^>]*>View this email in your browser</a>', html)
     assert view_link and view_link.group(1) == f"{server.url}/2016-02/"
     page = httpx.get(view_link.group(1))
     assert page.status_code == 200

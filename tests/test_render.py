@@ -123,8 +123,8 @@ def test_dark_mode_meta_and_hidden_preheader(seed: Seed) -> None:
 def test_web_version_link_and_footer_with_unsubscribe_placeholder(seed: Seed, settings: Settings) -> None:
     issue, result = seed
     doc = lxml_html.fromstring(result.email_html)
-    web_link = doc.xpath("//a[normalize-space()='click here']")[0]
-    assert web_link.getparent().text_content() == "If the newsletter is not displayed properly, click here"
+    web_link = doc.xpath("//a[normalize-space()='View this email in your browser']")[0]
+    assert web_link.getparent().get("class") == "web-link"
     assert (
         web_link.get("href") == f"https://newsletter.icmpd.org/{'2016-02' if issue.date.year == 2016 else '2015-10'}/"
     )

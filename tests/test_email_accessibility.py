@@ -1,0 +1,204 @@
+"""The rendered email and web version as a screen reader and a reader with images off meet them, in real Chromium.
+
+Each seed is rendered with `mailer render` and opened from disk with every remote image blocked, as many
+mail clients show a message until the reader allows images.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from mailer.compose.model import Issue
+from mailer.settings import Settings
+from tests.browser import chromium, local_only
+from tests.cli_helpers import run_cli
+from tests.conftest import ROOT
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, Page
+
+OUTPUT = ROOT / "test-output"
+SLUGS = ["2016-02", "2015-10"]
+KINDS = ["email", "web"]
+
+Outline = list[tuple[str, list[str]]]
+"""Each h2 with the h3s under it, in document order."""
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with chromium() as browser:
+        yield browser
+
+
+@pytest.fixture(scope="module")
+def rendered_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """`mailer render` output of each seed: build/<slug>/{email,web}.html as a user gets them."""
+    folders = {}
+    for slug in SLUGS:
+        folder = tmp_path_factory.mktemp(slug)
+        result = run_cli("render", f"issues/{slug}.yaml", "-o", str(folder), cwd=ROOT)
+        assert result.exit_code == 0, result.output
+        folders[slug] = folder
+    return folders
+
+
+def open_page(browser: Browser, path: Path, *, width: int = 800) -> Page:
+    page = browser.new_page(viewport={"width": width, "height": 800}, color_scheme="light")
+    page.route("**/*", local_only)
+    page.goto(path.as_uri())
+    return page
+
+
+def words(text: str) -> str:
+    return " ".join(text.split())
+
+
+def rgb(colour: str) -> tuple[float, float, float, float]:
+    """A computed colour, `rgb(r, g, b)` or `rgba(r, g, b, a)`."""
+    parts = [float(part) for part in re.findall(r"[\d.]+", colour)]
+    return parts[0], parts[1], parts[2], parts[3] if len(parts) > 3 else 1.0
+
+
+def luminance(colour: str) -> float:
+    def channel(value: float) -> float:
+        value /= 255
+        return value / 12.92 if value <= 0.03928 else ((value + 0.055) / 1.055) ** 2.4
+
+    red, green, blue, _ = rgb(colour)
+    return 0.2126 * channel(red) + 0.7152 * channel(green) + 0.0722 * channel(blue)
+
+
+def contrast(first: str, second: str) -> float:
+    """WCAG 2 contrast ratio of two opaque colours."""
+    light, dark = sorted([luminance(first), luminance(second)], reverse=True)
+    return (light + 0.05) / (dark + 0.05)
+
+
+def expected_outline(issue: Issue, settings: Settings) -> Outline:
+    """The headings the text part uses, one h2 per section and one h3 per story, in the order they appear."""
+    outline: Outline = []
+    if issue.spotlight:
+        spotlight = issue.spotlight
+        outline.append((spotlight.heading, [spotlight.headline, *(story.title for story in spotlight.stories)]))
+    for section in (issue.news, issue.other_news):
+        if section:
+            outline.append((section.heading or "News", [story.title for story in section.stories]))
+    if issue.publications:
+        titles = [f"{item.kind}: {item.title}" if item.kind else item.title for item in issue.publications.items]
+        outline.append((issue.publications.heading, titles))
+    if issue.events:
+        outline.append((issue.events.heading, []))
+    if settings.branding.social:
+        outline.append((settings.branding.links_heading, []))
+    return [(words(h2), [words(h3) for h3 in h3s]) for h2, h3s in outline]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("slug", SLUGS)
+def test_heading_outline_is_one_h1_an_h2_per_section_and_an_h3_per_story(
+    browser: Browser,
+    rendered_files: dict[str, Path],
+    seed_issues: dict[str, Issue],
+    settings: Settings,
+    slug: str,
+    kind: str,
+) -> None:
+    page = open_page(browser, rendered_files[slug] / f"{kind}.html")
+    headings: list[list[str]] = page.evaluate(
+        "[...document.querySelectorAll('h1, h2, h3, h4, h5, h6')].map(h => [h.tagName, h.textContent])"
+    )
+    issue = seed_issues[slug]
+    h1s = [words(text) for tag, text in headings if tag == "H1"]
+    assert h1s == [words(issue.title)]
+    assert [tag for tag, _ in headings if tag not in ("H1", "H2", "H3")] == []
+    assert headings[0][0] == "H1", "the issue title comes before every section"
+
+    outline: Outline = []
+    for tag, text in headings[1:]:
+        if tag == "H2":
+            outline.append((words(text), []))
+        else:
+            assert outline, f"{text!r} sits under no section heading"
+            outline[-1][1].append(words(text))
+    assert outline == expected_outline(issue, settings)
+    if issue.spotlight:
+        tag = page.evaluate(
+            "headline => [...document.querySelectorAll('body *')].filter(e => e.textContent.trim() === headline)"
+            ".map(e => e.closest('h1, h2, h3, h4, h5, h6')).find(h => h)?.tagName",
+            issue.spotlight.headline,
+        )
+        assert tag == "H3", "the spotlight headline is a heading"
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("slug", SLUGS)
+def test_every_link_is_underlined_or_stands_out_and_says_where_it_goes(
+    browser: Browser, rendered_files: dict[str, Path], slug: str, kind: str
+) -> None:
+    page = open_page(browser, rendered_files[slug] / f"{kind}.html")
+    links: list[dict[str, Any]] = page.evaluate(
+        """[...document.querySelectorAll('a')].map(a => {
+            const style = getComputedStyle(a);
+            return {text: a.textContent, href: a.getAttribute('href'), colour: style.color,
+                    underlined: style.textDecorationLine.includes('underline'), image: !!a.querySelector('img')};
+        })"""
+    )
+    # the body text colour: the colour most of the paragraph text is drawn in
+    paragraphs: list[list[Any]] = page.evaluate(
+        "[...document.querySelectorAll('p')].map(p => [getComputedStyle(p).color, p.textContent.length])"
+    )
+    weights: dict[str, int] = {}
+    for colour, length in paragraphs:
+        weights[colour] = weights.get(colour, 0) + length
+    body_text = max(weights, key=lambda colour: weights[colour])
+    assert contrast(body_text, "rgb(255, 255, 255)") >= 4.5
+
+    assert len(links) > 10
+    indistinct = [
+        (words(link["text"]), link["colour"])
+        for link in links
+        if not link["underlined"] and contrast(link["colour"], body_text) < 3
+    ]
+    assert indistinct == [], f"links neither underlined nor 3:1 against the body text {body_text}"
+    assert [link for link in links if not words(link["text"]) and not link["image"]] == []
+    assert [words(link["text"]) for link in links if "click here" in link["text"].lower()] == []
+    if kind == "email":
+        web_links = [link["href"] for link in links if words(link["text"]) == "View this email in your browser"]
+        assert web_links == [f"https://newsletter.icmpd.org/{slug}/"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("slug", SLUGS)
+def test_with_images_blocked_every_alt_text_is_readable(
+    browser: Browser, rendered_files: dict[str, Path], slug: str, kind: str
+) -> None:
+    OUTPUT.mkdir(exist_ok=True)
+    for width in (375, 800):
+        page = open_page(browser, rendered_files[slug] / f"{kind}.html", width=width)
+        images: list[dict[str, Any]] = page.evaluate(
+            """[...document.querySelectorAll('img')].map(img => {
+                let background = 'rgb(255, 255, 255)';
+                for (let e = img.parentElement; e; e = e.parentElement) {
+                    const colour = getComputedStyle(e).backgroundColor;
+                    if (!/^rgba\\(.*, 0\\)$/.test(colour) && colour !== 'transparent') { background = colour; break; }
+                }
+                const style = getComputedStyle(img);
+                return {alt: img.alt, loaded: img.complete && img.naturalWidth > 0, colour: style.color,
+                        background, size: parseFloat(style.fontSize)};
+            })"""
+        )
+        page.screenshot(path=str(OUTPUT / f"a11y-{kind}-{slug}-{width}-images-off.png"), full_page=True)
+        assert images, "the seeds have a logo and social icons"
+        assert [image["alt"] for image in images if image["loaded"]] == [], "remote images are blocked"
+        unreadable = [
+            (image["alt"], image["colour"], image["background"], image["size"])
+            for image in images
+            if not image["alt"].strip() or contrast(image["colour"], image["background"]) < 4.5 or image["size"] < 13
+        ]
+        assert unreadable == [], "alt text needs 4.5:1 against its background and at least 13px"
