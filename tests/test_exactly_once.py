@@ -313,7 +313,9 @@ def test_a_live_sender_takes_over_a_dead_senders_rows_within_the_lease(
     recipients = [f"p{i:03d}@example.org" for i in range(100)]
     for address in recipients:
         add_subscriber(staff, "staff", address)
-    relay.recorder.delay = 1.0  # slow until the first sender is killed: alone it needs 100 x 1 / 4 s, time for a slow start
+    relay.recorder.delay = (
+        1.0  # slow until the first sender is killed: alone it needs 100 x 1 / 4 s, time for a slow start
+    )
     env = environment(relay.port, database_url)
     doomed = start_mailer(*SEND, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     wait_until(lambda: len(relay.recorder.messages) >= 4, what="the first sender under way", timeout=30, child=doomed)
