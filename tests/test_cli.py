@@ -63,7 +63,7 @@ def test_a_failed_render_leaves_the_previous_output_untouched(project: Path) -> 
     assert result.exit_code == 1
     assert result.stdout == ""
     assert result.stderr == (
-        "issues/2016-02.yaml:25:16: news.stories[0].links[0].url: "
+        "issues/2016-02.yaml:26:16: news.stories[0].links[0].url: "
         "must be an absolute http(s) or mailto URL, got 'photo-gallery/'\n"
     )
     assert {p.name: p.read_bytes() for p in (project / "build" / "2016-02").iterdir()} == before

@@ -117,3 +117,13 @@ def test_publications_and_events_in_both_parts(seed: tuple[Issue, RenderedIssue]
     for event in issue.events.items:
         for part in [event.title, event.place or ""]:
             assert flat(part) in text and flat(part) in html
+
+
+@pytest.mark.skipif(not SEEDS.is_dir(), reason="../shared/seeds is not beside this checkout")
+@pytest.mark.parametrize(("slug", "word"), [("2016-02", "infomail"), ("2015-10", "newsletter")])
+def test_the_issue_calls_itself_what_the_seed_calls_it(
+    slug: str, word: str, rendered: dict[str, RenderedIssue]
+) -> None:
+    seed = (SEEDS / f"newsletter-{slug}.txt").read_text(encoding="utf-8").splitlines()[0]
+    assert seed.startswith(f"If the {word} is not displayed properly")
+    assert f"If the {word} is not displayed properly, read it in your browser:" in rendered[slug].text

@@ -128,6 +128,10 @@ class Issue(Part):
         "ready (the default): may be published from its date on and sent.",
     )
     language: Language = "en"
+    calls_itself: Text = Field(
+        "newsletter",
+        description='The issue\'s word for itself, as in "If the newsletter is not displayed properly", e.g. "infomail".',
+    )
     subject: Text | None = Field(None, description="The email subject; the title when left out.")
     preheader: Text = Field(max_length=200, description="The preview line mail clients show after the subject.")
     in_this_issue: Text | None = Field(
