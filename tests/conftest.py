@@ -10,7 +10,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, NoReturn
+from typing import IO, NoReturn
 
 import pytest
 from sqlalchemy.engine import Engine
@@ -21,9 +21,6 @@ from mailer.compose.model import Issue
 from mailer.compose.render import RenderedIssue, render_issue
 from mailer.settings import Settings, load_settings
 from tests.smtp_server import SMTPServer
-
-if TYPE_CHECKING:
-    from playwright.sync_api import Browser
 
 ROOT = Path(__file__).resolve().parents[1]
 ISSUES = ROOT / "issues"
@@ -237,29 +234,6 @@ def send_settings(smtp_server: SMTPServer, database_url: str) -> Settings:
         smtp_pool_size=4,
         smtp_timeout=5,
     )
-
-
-@pytest.fixture(scope="session")
-def browser() -> Iterator[Browser]:
-    """One headless Chromium per test process (tests/browser.py); each test opens its own pages."""
-    from tests.browser import chromium  # it imports this module
-
-    with chromium() as launched:
-        yield launched
-
-
-@pytest.fixture(scope="session")
-def rendered_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """`mailer render -o` of each seed issue, as a user gets them: {slug: folder of email.html, web.html, email.txt}."""
-    from tests.cli_helpers import run_cli
-
-    folders = {}
-    for slug in SEED_ISSUES:
-        folder = tmp_path_factory.mktemp(slug)
-        result = run_cli("render", f"issues/{slug}.yaml", "-o", str(folder), cwd=ROOT)
-        assert result.exit_code == 0, result.output
-        folders[slug] = folder
-    return folders
 
 
 def send_environment(settings: Settings, smtp_server: SMTPServer) -> dict[str, str]:

@@ -7,12 +7,14 @@ it is drawn on, and Outlook.com's hooks must give the same colours as the media 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from tests.browser import local_only
+from tests.browser import chromium, local_only
+from tests.cli_helpers import run_cli
 from tests.conftest import ROOT
 from tests.test_email_accessibility import contrast, luminance, words
 
@@ -45,6 +47,24 @@ TEXT_COLOURS = """() => {
                         : [...e.childNodes].filter(n => n.nodeType === Node.TEXT_NODE).map(n => n.textContent).join(''),
                     colour: getComputedStyle(e).color, background: background(e)}));
 }"""
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with chromium() as browser:
+        yield browser
+
+
+@pytest.fixture(scope="module")
+def rendered_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """`mailer render` output of each seed, as a user gets it."""
+    folders = {}
+    for slug in SLUGS:
+        folder = tmp_path_factory.mktemp(slug)
+        result = run_cli("render", f"issues/{slug}.yaml", "-o", str(folder), cwd=ROOT)
+        assert result.exit_code == 0, result.output
+        folders[slug] = folder
+    return folders
 
 
 def open_page(browser: Browser, path: Path, *, scheme: str, width: int = 800) -> Page:

@@ -7,6 +7,7 @@ mail clients show a message until the reader allows images.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -14,7 +15,8 @@ import pytest
 
 from mailer.compose.model import Issue
 from mailer.settings import Settings
-from tests.browser import local_only
+from tests.browser import chromium, local_only
+from tests.cli_helpers import run_cli
 from tests.conftest import ROOT
 
 if TYPE_CHECKING:
@@ -26,6 +28,24 @@ KINDS = ["email", "web"]
 
 Outline = list[tuple[str, list[str]]]
 """Each h2 with the h3s under it, in document order."""
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with chromium() as browser:
+        yield browser
+
+
+@pytest.fixture(scope="module")
+def rendered_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """`mailer render` output of each seed: build/<slug>/{email,web}.html as a user gets them."""
+    folders = {}
+    for slug in SLUGS:
+        folder = tmp_path_factory.mktemp(slug)
+        result = run_cli("render", f"issues/{slug}.yaml", "-o", str(folder), cwd=ROOT)
+        assert result.exit_code == 0, result.output
+        folders[slug] = folder
+    return folders
 
 
 def open_page(browser: Browser, path: Path, *, width: int = 800) -> Page:

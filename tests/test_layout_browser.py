@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
 from mailer.compose.render import RenderedIssue
-from tests.browser import box_of, local_only
+from tests.browser import box_of, chromium, local_only
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser
 
 OUTPUT = Path(__file__).resolve().parents[1] / "test-output"
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with chromium() as browser:
+        yield browser
 
 
 @pytest.mark.parametrize("slug", ["2016-02", "2015-10"])

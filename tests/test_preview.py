@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from tests.browser import chromium
 from tests.conftest import MINIMAL, ROOT, read_line
 from tests.smtp_server import free_port
 
@@ -59,6 +60,12 @@ def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PreviewS
     preview = PreviewServer(workdir)
     yield preview
     preview.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with chromium() as browser:
+        yield browser
 
 
 def frame_of(page: Page) -> FrameLocator:
