@@ -187,7 +187,7 @@ class Colours(_Config):
 
 
 class SocialAccount(_Config):
-    label: str = Field(min_length=1, description='Shown as the icon\'s alt text, e.g. "ICMPD on Twitter".')
+    label: str = Field(min_length=1, description='The link text beside the icon, e.g. "Twitter"; the icon itself is decorative.')
     url: PublicUrl
     icon: PublicUrl
 

@@ -36,6 +36,9 @@ Section markers between the two (`{{#name}}` around a greeting) move into the jo
 whose section is dropped gets the same bytes as an issue without that section.
 """
 _SECTION_MARKER = re.compile(r"\{\{[#^/]\w+\}\}")
+_EMAIL_ROLE = 'aria-roledescription="email" class="dm" role="article"'
+"""How mjml-python marks the body of an email for screen readers; the web version is a page, whose body is its main landmark."""
+_WEB_ROLE = 'class="dm" role="main"'
 _MJML_PREVIEW = '<div style="display:none;font-size:1px;color:#ffffff;line-height:1px;'
 """How mjml-python starts `<mj-preview>`: white text, which SpamAssassin scores as HTML_FONT_LOW_CONTRAST."""
 _PREHEADER = '<div style="display:none;mso-hide:all;font-size:1px;line-height:1px;'
@@ -45,6 +48,9 @@ _INLINER_OPTIONS: dict[str, object] = {
     "disable_link_rewrites": True,
     "preserve_handlebar_syntax": True,
     "strip_important": False,
+    # premailer copies an inlined width, height, alignment or background into attributes, overwriting MJML's own:
+    # a logo's width="160" would become width="100%", which Outlook takes as the image's size
+    "disable_basic_attributes": ["width", "height", "align", "valign", "bgcolor"],
     "cssutils_logging_level": logging.CRITICAL,
 }
 
@@ -136,6 +142,6 @@ def render_issue(issue: Issue, slug: str, settings: Settings) -> RenderedIssue:
     return RenderedIssue(
         slug=slug,
         email_html=email_html,
-        web_html=inline_css(_finish_mjml(_mjml_to_html(web_mjml)), css),
+        web_html=inline_css(_finish_mjml(_mjml_to_html(web_mjml)).replace(_EMAIL_ROLE, _WEB_ROLE, 1), css),
         text=text,
     )
