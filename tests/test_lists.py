@@ -97,8 +97,8 @@ def test_suppression_wins_over_every_membership(staff: Engine, tmp_path: Path) -
 
 
 def test_suppressing_an_address_nobody_has_yet_still_blocks_it(staff: Engine) -> None:
-    assert unsubscribe(staff, "later@example.org", reason="complained") == 0
-    with pytest.raises(MailerError, match=r"suppressed \(complained\)"):
+    assert unsubscribe(staff, "later@example.org", reason="complaint") == 0
+    with pytest.raises(MailerError, match=r"suppressed \(complaint\)"):
         add_subscriber(staff, "press", "later@example.org")
 
 

@@ -390,7 +390,7 @@ def test_subscribe_answers_alike_for_any_address_and_resists_abuse(
     web: InProcessWeb, engine: Engine, smtp_server: SMTPServer
 ) -> None:
     add_subscriber(engine, "news", "member@example.org")
-    unsubscribe(engine, "blocked@example.org", reason="complained")
+    unsubscribe(engine, "blocked@example.org", reason="complaint")
     with web.browser() as browser:
         answers = [
             subscribe(browser, web, address, "")

@@ -273,7 +273,7 @@ def subscribers_remove(list_name: str, email: str, config_file: Path | None) -> 
 @click.argument("email")
 @click.option(
     "--reason",
-    type=click.Choice(["unsubscribed", "bounced", "complained", "blocked"]),
+    type=click.Choice(["unsubscribed", "bounced", "complaint", "blocked"]),  # database.SUPPRESSION_REASONS
     default="unsubscribed",
     show_default=True,
     help="Why the address is suppressed.",

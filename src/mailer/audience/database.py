@@ -71,6 +71,39 @@ confirmation_mails = sa.Table(
     sa.Index("ix_confirmation_mails_email_key", "email_key"),
 )
 
+delivery_events = sa.Table(
+    "delivery_events",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("subscriber_id", sa.Integer, sa.ForeignKey("subscribers.id", ondelete="CASCADE"), nullable=True),
+    sa.Column("email", sa.String(320), nullable=False),
+    sa.Column("issue", sa.String(100), nullable=True),
+    sa.Column("list_id", sa.Integer, sa.ForeignKey("lists.id", ondelete="SET NULL"), nullable=True),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False, server_default=""),
+    sa.Column("diagnostic", sa.Text, nullable=False, server_default=""),
+    sa.Column("source", sa.String(300), nullable=False, server_default=""),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_delivery_events_issue_kind", "issue", "kind"),
+    sa.Index("ix_delivery_events_subscriber", "subscriber_id", "created_at"),
+)
+"""What came back about a delivery, one row per event: a bounce (`hard`, `soft`, `unknown`), a `complaint`, an
+`unsubscribe` through an issue's signed link, or a `resubscribe` that lifted a suppression. `status` is the
+enhanced status code (5.1.1), `diagnostic` the server's words or the reason given, `source` the Message-ID
+of the bounce or report it came in (`smtp` for a refusal during the send, `web` for the unsubscribe page).
+"""
+
+bounce_messages = sa.Table(
+    "bounce_messages",
+    metadata,
+    sa.Column("message_id", sa.String(300), primary_key=True),
+    sa.Column("outcome", sa.String(16), nullable=False),
+    sa.Column("processed_at", sa.DateTime(timezone=True), nullable=False),
+)
+"""Each message read from the bounce mailbox, by Message-ID (or a digest of its bytes): read once, counted once."""
+
+EVENT_KINDS = ("hard", "soft", "complaint", "unknown", "unsubscribe", "resubscribe")
+
 ONE_COPY = "status <> 'skipped' AND NOT allow_duplicate"
 """The rows that hold a person's one copy of an issue: the predicate of the partial unique index uq_deliveries_one_copy."""
 
@@ -115,7 +148,7 @@ at most one that is not skipped and not an allowed duplicate exists: the databas
 
 SUBSCRIBED = "subscribed"
 UNSUBSCRIBED = "unsubscribed"
-SUPPRESSION_REASONS = ("unsubscribed", "bounced", "complained", "blocked")
+SUPPRESSION_REASONS = ("unsubscribed", "bounced", "complaint", "blocked")
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
