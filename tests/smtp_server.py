@@ -2,7 +2,8 @@
 
 Failures are injected on the server side, by recipient address:
   temp-N@...   answers 451 to the first N deliveries, then accepts
-  perm@...     answers 550
+  perm@...     answers 554 5.7.1 at DATA (refused, but nothing says the address is bad)
+  nouser@...   answers 550 5.1.1 at RCPT (no such user: a hard bounce)
   drop@...     drops the connection in the middle of DATA, once
   bye@...      answers 421 and closes the connection, once
 """
@@ -43,6 +44,8 @@ class Recorder:
     lock: threading.Condition = field(default_factory=threading.Condition)
 
     async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: list[str]) -> str:
+        if address.split("@")[0].startswith("nouser"):
+            return "550 5.1.1 <" + address + ">: Recipient address rejected: User unknown"
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
@@ -59,7 +62,7 @@ class Recorder:
         if (match := re.match(r"temp-(\d+)", local)) and attempt <= int(match.group(1)):
             return "451 4.3.0 try again later"
         if local.startswith("perm"):
-            return "550 5.1.1 no such user"
+            return "554 5.7.1 message refused"
         if local.startswith("drop") and attempt == 1:
             transport.close()
             return "451 gone"

@@ -363,7 +363,8 @@ def test_ids_that_are_not_plain_short_digits_are_a_bad_token(token: str) -> None
 
 
 def test_make_token_still_reads_back() -> None:
-    assert read_token(SECRET, make_token(SECRET, 123456789012, 7)) == (123456789012, 7)
+    assert read_token(SECRET, make_token(SECRET, 123456789012, 7)) == (123456789012, 7, None)
+    assert read_token(SECRET, make_token(SECRET, 12, 7, "2016-02.b")) == (12, 7, "2016-02.b")
 
 
 @pytest.fixture

@@ -163,7 +163,7 @@ def test_the_copy_carries_the_unsubscribe_link_of_the_list_it_came_through(
     [message] = [parse(m.data) for m in smtp_server.recorder.messages if m.recipients == ["bob@example.org"]]
     token = re.search(r"/unsubscribe/([^>\s]+)>", str(message["List-Unsubscribe"]))
     assert token is not None
-    assert read_token(SECRET, token.group(1)) == (bob, list_id(two_lists, "partners"))
+    assert read_token(SECRET, token.group(1))[:2] == (bob, list_id(two_lists, "partners"))
     assert rows(two_lists)[("staff", "bob@example.org")][:2] == ("skipped", "gets it through 'partners'")
 
 

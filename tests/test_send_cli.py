@@ -74,7 +74,7 @@ def test_send_status_and_exit_codes(
     status = mailer(workdir, env, "status", "issues/2016-02.yaml")
     assert status.stdout == (
         "2016-02 to 'staff': 2 sent, 0 pending, 1 failed, 0 skipped\n"
-        "  failed (permanent): perm@example.org: 550 5.1.1 no such user\n"
+        "  failed (permanent): perm@example.org: 554 5.7.1 message refused\n"
     )
     again = mailer(workdir, env, *SEND)  # the permanent failure is still in the ledger: not complete, so exit 3
     assert again.exit_code == 3 and again.stdout.startswith("2016-02 to 'staff': 0 sent, 0 failed")

@@ -415,7 +415,7 @@ def test_refused_data_keeps_the_connection(smtp_server: SMTPServer, way: DataWay
         await envelope(smtp, "perm@example.org")
         with pytest.raises(aiosmtplib.SMTPDataError) as caught:
             await way(smtp, b"Subject: x\r\n\r\nhi\r\n")
-        assert caught.value.code == 550 and smtp.is_connected
+        assert caught.value.code == 554 and smtp.is_connected
         await smtp.rset()
         await envelope(smtp)
         assert (await way(smtp, b"Subject: y\r\n\r\nhi\r\n")).code == 250

@@ -299,10 +299,47 @@ class Settings(BaseSettings):
     max_issue_bytes: int = Field(
         1_000_000, ge=1024, le=100_000_000, description="Issue files larger than this are refused unread."
     )
+    bounce_address: Mailbox | None = Field(
+        None,
+        description="Envelope sender for bounces, e.g. bounces@news.example.org; each message's MAIL FROM becomes "
+        "bounces+TOKEN@news.example.org (VERP), TOKEN naming the delivery. Unset: the sender's address.",
+    )
+    bounce_mailbox: str | None = Field(
+        None,
+        description="Where bounces arrive: imaps://user@host/INBOX, imap://user@host/INBOX (STARTTLS), a Maildir "
+        "folder or an mbox file.",
+    )
+    bounce_password: SecretStr | None = Field(None, description="Password of the IMAP bounce mailbox.")
+    bounce_ca_file: Path | None = Field(None, description="A CA bundle (PEM) to trust for the IMAP server's certificate.")
+    bounce_tls_verify: bool = Field(True, description="Check the IMAP server's certificate.")
+    bounce_handled_folder: str | None = Field(
+        None, description="IMAP folder (or Maildir subfolder) handled messages are moved to; unset: marked read."
+    )
+    bounce_poll_seconds: float = Field(
+        60, ge=1, le=86_400, description="mailer bounces fetch --watch: seconds between polls (IMAP IDLE wakes sooner)."
+    )
+    soft_bounce_limit: int = Field(
+        3,
+        ge=1,
+        le=100,
+        description="Soft bounces on different issues, with no delivery between them, that suppress an address.",
+    )
     dkim_key_file: Path | None = Field(None, description="PEM private key to DKIM-sign messages with.")
     dkim_selector: str | None = Field(
         None, pattern=r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$", description="DKIM selector (s=), a DNS label."
     )
+
+    @field_validator("bounce_address")
+    @classmethod
+    def _check_bounce_address(cls, address: str | None) -> str | None:
+        """An envelope address: no display name, and no `+` of its own, since VERP adds `+TOKEN` to the local part."""
+        if address is None:
+            return None
+        if parseaddr(address)[1] != address:
+            raise ValueError(f"must be a bare address like 'bounces@news.example.org', got {address!r}")
+        if "+" in address.rpartition("@")[0]:
+            raise ValueError(f"must not contain '+': each message's envelope sender adds +TOKEN to it, got {address!r}")
+        return address
 
     @field_validator("default_greeting")
     @classmethod

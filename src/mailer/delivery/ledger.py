@@ -49,6 +49,7 @@ from mailer.audience.database import (
     update_each,
 )
 from mailer.audience.lists import list_id
+from mailer.delivery.bounces import record_refusals
 from mailer.errors import ExitStatus, MailerError
 
 T = TypeVar("T")
@@ -561,6 +562,7 @@ class Ledger:
             update_each(self.conn, deliveries, held, status=UNCERTAIN, **outcome)
         if failed:
             update_each(self.conn, deliveries, failed, status=FAILED, permanent=sa.bindparam("perm"), **outcome)
+            record_refusals(self.conn, [(o.delivery_id, o.reply) for o in outcomes if o.permanent and not o.sent])
         self.conn.commit()
 
     @_serialised

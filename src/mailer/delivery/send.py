@@ -40,6 +40,7 @@ from mailer.delivery.pacing import Notice, RateLimiter, RelayContact
 from mailer.delivery.send_guard import SendGuard
 from mailer.delivery.smtp import DeliveryError, FileTransport, SMTPConnection, SMTPSetupError, Transport
 from mailer.delivery.unsubscribe import make_token, unsubscribe_url
+from mailer.delivery.verp import VerpAddresses
 from mailer.errors import ConfigError, DeliveryFailed, MailerError
 from mailer.settings import Settings
 
@@ -161,10 +162,10 @@ def _dkim_signer(settings: Settings, domain: str) -> DkimSigner | None:
 
 
 def personal_recipient(
-    settings: Settings, secret: str, list_id_value: int, subscriber_id: int, email: str, name: str
+    settings: Settings, secret: str, list_id_value: int, subscriber_id: int, email: str, name: str, issue: str
 ) -> Recipient:
-    """The per-recipient values of one message, with its signed unsubscribe link."""
-    token = make_token(secret, subscriber_id, list_id_value)
+    """The per-recipient values of one message, with its signed unsubscribe link (naming the issue it came in)."""
+    token = make_token(secret, subscriber_id, list_id_value, issue)
     return Recipient(email, name, unsubscribe_url(settings.archive_url, token))
 
 
@@ -219,6 +220,8 @@ class _ListSend:
     stop: asyncio.Event
     notice: Notice | None = None
     fatal: BaseException | None = None
+    verp: VerpAddresses | None = None
+    """Each message's own envelope sender (bounce_address set), naming its delivery; else the From address."""
 
     def fail(self, error: BaseException) -> None:
         """Stop the whole send: the first fatal error is the one reported."""
@@ -236,7 +239,13 @@ class _ListSend:
 
     def recipient(self, claimed: Claimed) -> Recipient:
         return personal_recipient(
-            self.settings, self.secret, self.ledger.list_id, claimed.subscriber_id, claimed.email, claimed.name
+            self.settings,
+            self.secret,
+            self.ledger.list_id,
+            claimed.subscriber_id,
+            claimed.email,
+            claimed.name,
+            self.ledger.issue,
         )
 
     async def deliver(self, transport: Transport, claimed: Claimed) -> Outcome | None:
@@ -251,6 +260,7 @@ class _ListSend:
             reply = f"cannot make this recipient's message: {error}"
             return Outcome(claimed.delivery_id, False, reply, claimed.attempts, permanent=True)
         relay = self.relay
+        envelope = self.verp.address(claimed.delivery_id) if self.verp else self.template.sender_address
         attempts = claimed.attempts
         tries = 0
         while True:
@@ -263,7 +273,7 @@ class _ListSend:
             tries += 1
             contact_before = relay.last_contact
             try:
-                reply = await transport.send(self.template.sender_address, claimed.email, data)
+                reply = await transport.send(envelope, claimed.email, data)
             except DeliveryError as error:
                 if error.uncertain:  # the whole message was written, no reply came: never resent
                     return Outcome(claimed.delivery_id, False, error.reply, attempts, uncertain=True)
@@ -469,6 +479,7 @@ async def _send_one(
             tally=_Tally(summary, total=await asyncio.to_thread(ledger.pending), progress=progress),
             stop=stop,
             notice=notice,
+            verp=VerpAddresses(settings.bounce_address, secret) if settings.bounce_address else None,
         )
         workers = settings.smtp_pool_size
         queue: asyncio.Queue[Claimed | None] = asyncio.Queue(maxsize=workers)
@@ -505,7 +516,7 @@ async def send_test(settings: Settings, issue_path: Path, address: str) -> str:
     _, data = template.message_for(recipient)
     connection = SMTPConnection(settings)
     try:
-        return await connection.send(template.sender_address, address, data)
+        return await connection.send(settings.bounce_address or template.sender_address, address, data)
     except DeliveryError as error:
         raise DeliveryFailed(f"{address}: not sent: {error.reply}") from None
     finally:
@@ -538,7 +549,9 @@ async def dry_run(
         for subscriber in mailable_subscribers(engine, list_name):
             if subscriber.id in elsewhere or (subscriber.id in written and not allow_duplicates):
                 continue
-            recipient = personal_recipient(settings, secret, lid, subscriber.id, subscriber.email, subscriber.name)
+            recipient = personal_recipient(
+                settings, secret, lid, subscriber.id, subscriber.email, subscriber.name, slug
+            )
             _, data = template.message_for(recipient)
             await transport.send(template.sender_address, subscriber.email, data)
             written.add(subscriber.id)

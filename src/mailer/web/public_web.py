@@ -51,6 +51,7 @@ from mailer.audience.lists import (
     unsubscribe,
     unsubscribe_from_list,
 )
+from mailer.delivery.bounces import record_unsubscribe
 from mailer.delivery.sent_issues import went_out
 from mailer.delivery.smtp import DeliveryError, SMTPConnection
 from mailer.delivery.unsubscribe import BadToken, read_token
@@ -168,10 +169,21 @@ class PublicWeb:
 
     async def _member(self, token: str) -> Membership | None:
         try:
-            subscriber_id, list_id = read_token(self.secret, token)
+            subscriber_id, list_id, _ = read_token(self.secret, token)
         except BadToken:
             return None
         return await run_in_threadpool(membership, self.engine, subscriber_id, list_id)
+
+    async def _unsubscribe(self, token: str, member: Membership, *, everywhere: bool, how: str) -> None:
+        """End the membership (or suppress the address), and count it against the issue whose link it was."""
+        if everywhere:
+            await run_in_threadpool(unsubscribe, self.engine, member.email, reason="unsubscribed", note="web")
+            ended = True
+        else:
+            ended = await run_in_threadpool(unsubscribe_from_list, self.engine, member.subscriber_id, member.list_id)
+        if ended:
+            issue = read_token(self.secret, token).issue
+            await run_in_threadpool(record_unsubscribe, self.engine, member.subscriber_id, member.list_id, issue, how)
 
     async def unsubscribe_page(self, request: Request) -> Response:
         member = await self._member(request.path_params["token"])
@@ -191,7 +203,7 @@ class PublicWeb:
         if form.get("List-Unsubscribe") == ONE_CLICK:
             if member is None:
                 return PlainTextResponse("this unsubscribe link is not valid", status_code=400)
-            await run_in_threadpool(unsubscribe_from_list, self.engine, member.subscriber_id, member.list_id)
+            await self._unsubscribe(request.path_params["token"], member, everywhere=False, how="one-click")
             log.info("one-click unsubscribe: subscriber %s from list %s", member.subscriber_id, member.list_name)
             return PlainTextResponse("unsubscribed", headers=SECURITY_HEADERS)
         if member is None:
@@ -199,10 +211,9 @@ class PublicWeb:
         if not self.csrf_ok(request, form):
             return self.expired_form(request)
         everywhere = form.get("scope") == "all"
-        if everywhere:
-            await run_in_threadpool(unsubscribe, self.engine, member.email, reason="unsubscribed", note="web")
-        else:
-            await run_in_threadpool(unsubscribe_from_list, self.engine, member.subscriber_id, member.list_id)
+        await self._unsubscribe(
+            request.path_params["token"], member, everywhere=everywhere, how="all lists" if everywhere else "this list"
+        )
         log.info(
             "unsubscribe: subscriber %s from %s", member.subscriber_id, "all lists" if everywhere else member.list_name
         )
