@@ -7,6 +7,7 @@ mail clients show a message until the reader allows images.
 from __future__ import annotations
 
 import re
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -250,7 +251,13 @@ def test_on_a_phone_body_text_is_16px_nothing_is_under_13px_and_every_text_stand
     assert [(item["text"], item["size"]) for item in body if item["size"] < 16] == [], "body text is 16px or more"
     assert [(item["tag"], item["text"], item["size"]) for item in texts if item["size"] < 13] == []
     faint = [
-        (item["tag"], item["text"], item["colour"], item["background"], round(contrast(item["colour"], item["background"]), 2))
+        (
+            item["tag"],
+            item["text"],
+            item["colour"],
+            item["background"],
+            round(contrast(item["colour"], item["background"]), 2),
+        )
         for item in texts
         if contrast(item["colour"], item["background"]) < 4.5
     ]
@@ -264,6 +271,10 @@ def test_on_a_phone_every_link_is_a_24px_target_and_link_rows_wrap_between_links
 ) -> None:
     """WCAG 2.2 target size (2.5.8): 24 by 24 px, except a link inside a sentence, which the line height bounds."""
     page = open_page(browser, rendered_files[slug] / f"{kind}.html", width=375)
+    assert_targets_and_rows(page, at_least=15)
+
+
+def assert_targets_and_rows(page: Page, *, at_least: int) -> None:
     links: list[dict[str, Any]] = page.evaluate(
         """[...document.querySelectorAll('a')].map(a => {
             const block = a.closest('p, h1, h2, h3, td');
@@ -276,17 +287,27 @@ def test_on_a_phone_every_link_is_a_24px_target_and_link_rows_wrap_between_links
         })"""
     )
     targets = [link for link in links if not link["inSentence"]]
-    assert len(targets) > 15
+    assert len(targets) >= at_least
     small = [
         (link["text"][:30], [[round(side) for side in box] for box in link["boxes"]])
         for link in targets
         if any(height < 24 or width < 24 for width, height in link["boxes"])
     ]
     assert small == [], "links outside sentences are at least 24 by 24 px"
-    split = [link["text"] for link in links if link["inRow"] and len(link["boxes"]) > 1 and link["width"] < link["rowWidth"]]
+    split = [
+        link["text"] for link in links if link["inRow"] and len(link["boxes"]) > 1 and link["width"] < link["rowWidth"]
+    ]
     assert split == [], "a row of links breaks between links, never inside one that fits on a line"
     rows = [link for link in links if link["inRow"]]
     assert rows
+    lonely: list[str] = page.evaluate(
+        """[...document.querySelectorAll('span.sep')].filter(sep => {
+            const boxes = sep.parentElement.querySelector('a').getClientRects();
+            const link = boxes[boxes.length - 1], mark = sep.getClientRects()[0];
+            return mark.top < link.top - 1 || mark.bottom > link.bottom + 1;
+        }).map(sep => sep.parentElement.textContent)"""
+    )
+    assert lonely == [], "a separator stays on the line of the link before it"
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -306,3 +327,76 @@ def test_axe_finds_nothing_serious_and_the_web_version_nothing_at_all(
         assert found == {}
     else:
         assert set(found) <= {"landmark-one-main", "region"}
+
+
+AWKWARD_ISSUE = """\
+title: Ausschreibungen und Veröffentlichungen
+date: 2016-03-10
+preheader: Short labels, event links and many buttons
+news:
+  stories:
+    - title: Downloads in three languages
+      paragraphs: [Read it in the language you prefer.]
+      links:
+        - {label: EN, url: 'https://www.icmpd.org/en/'}
+        - {label: FR, url: 'https://www.icmpd.org/fr/'}
+        - {label: DE, url: 'https://www.icmpd.org/de/'}
+        - {label: Migrationspartnerschaftsvereinbarungsentwurf, url: 'https://www.icmpd.org/long/'}
+        - {label: The whole report with every annex and the statistical tables, url: 'https://www.icmpd.org/all/'}
+section_links:
+  - {label: Vacancies, url: 'https://www.icmpd.org/vacancies/'}
+  - {label: Media, url: 'https://www.icmpd.org/media/'}
+  - {label: A label long enough to need three lines here, url: 'https://www.icmpd.org/long/'}
+  - {label: Blog, url: 'https://www.icmpd.org/blog/'}
+  - {label: Contact, url: 'https://www.icmpd.org/contact/'}
+events:
+  items:
+    - {date: 2016-03-15, title: Expert meeting, url: 'https://www.icmpd.org/ev/', place: Vienna}
+"""
+
+
+@pytest.mark.parametrize("width", [320, 375, 800])
+def test_short_labels_event_links_and_five_buttons_keep_their_targets_and_words_whole(
+    browser: Browser, tmp_path: Path, width: int
+) -> None:
+    (tmp_path / "issues").mkdir()
+    (tmp_path / "issues" / "2016-03.yaml").write_text(AWKWARD_ISSUE, encoding="utf-8")
+    shutil.copy(ROOT / "mailer.toml", tmp_path / "mailer.toml")
+    result = run_cli("render", "issues/2016-03.yaml", "-o", "out", cwd=tmp_path)
+    assert result.exit_code == 0, result.output
+    page = open_page(browser, tmp_path / "out" / "email.html", width=width)
+    page.screenshot(path=str(OUTPUT / f"awkward-email-{width}.png"), full_page=True)
+    assert page.evaluate("document.documentElement.scrollWidth") <= width
+    assert_targets_and_rows(page, at_least=10)
+    broken: list[str] = page.evaluate(
+        """[...document.querySelectorAll('a.button')].flatMap(a => a.textContent.split(' ').filter(word => {
+            const range = document.createRange();
+            const start = a.textContent.indexOf(word);
+            range.setStart(a.firstChild, start);
+            range.setEnd(a.firstChild, start + word.length);
+            return range.getClientRects().length > 1;
+        }))"""
+    )
+    assert broken == [], "no button breaks a word in two"
+    rows: list[int] = page.evaluate(
+        "[...new Set([...document.querySelectorAll('a.button')].map(a => Math.round(a.getBoundingClientRect().top)))].length"
+    )
+    assert rows == (2 if width == 800 else 5), "five buttons sit in rows of at most three on desktop, stacked on phones"
+
+
+def test_an_arabic_issue_reads_right_to_left(browser: Browser, tmp_path: Path) -> None:
+    (tmp_path / "issues").mkdir()
+    arabic = "title: النشرة الشهرية\ndate: 2016-03-10\nlanguage: ar\npreheader: أخبار الهجرة\nnews:\n  stories:\n" + (
+        "    - {title: حوار حول الهجرة, paragraphs: [تعاون إقليمي بين الدول.]}\n"
+    )
+    (tmp_path / "issues" / "2016-03.yaml").write_text(arabic, encoding="utf-8")
+    shutil.copy(ROOT / "mailer.toml", tmp_path / "mailer.toml")
+    assert run_cli("render", "issues/2016-03.yaml", "-o", "out", cwd=tmp_path).exit_code == 0
+    for kind in KINDS:
+        page = open_page(browser, tmp_path / "out" / f"{kind}.html", width=375)
+        assert page.evaluate("document.documentElement.dir") == "rtl"
+        paragraph = page.locator("p", has_text="تعاون")
+        assert paragraph.evaluate("p => [getComputedStyle(p).direction, getComputedStyle(p).textAlign]") == [
+            "rtl",
+            "right",
+        ]

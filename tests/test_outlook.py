@@ -116,3 +116,37 @@ def test_everywhere_else_the_whole_coloured_button_is_the_link(
     page.close()
     assert buttons == 2
     assert misses == [], "every corner of a button is its link"
+
+
+LABELS = [
+    "Vacancies",
+    "CURRENT VACANCIES AT ICMPD HEADQUARTERS WWWW",
+    "MMMMMMMMMM MMMMMMMMMM MMMMMMMMMM MMMMMMMM",
+    "A label long enough to need three lines here",
+    "Migrationspartnerschaftsvereinbarungsentwurf",
+]
+
+
+@pytest.mark.parametrize("count", [2, 3, 5])
+def test_each_outlook_button_is_tall_enough_for_its_label_as_a_browser_wraps_it(
+    browser: Browser, write_issue: Callable[..., Path], settings: Settings, count: int
+) -> None:
+    """Word draws VML text with an inset of about 10 px a side, in the button's font; the shape does not grow."""
+    links = "".join(
+        f"  - {{label: {label}, url: 'https://www.icmpd.org/{n}/'}}\n" for n, label in enumerate(LABELS[:count])
+    )
+    path = write_issue(f"title: T\ndate: 2016-02-10\npreheader: P\nsection_links:\n{links}")
+    page = browser.new_page()
+    for button in vml_buttons(render_slug(path, settings).email_html):
+        lines = page.evaluate(
+            """([label, width]) => {
+                const box = document.createElement('div');
+                box.style.cssText = `width:${width}px;font:bold 15px Arial, Helvetica, sans-serif;line-height:20px`;
+                box.textContent = label;
+                document.body.append(box);
+                return Math.round(box.getBoundingClientRect().height / 20);
+            }""",
+            [button["label"], button["width"] - 20],
+        )
+        assert button["height"] >= lines * 20 + 20, f"{button['label']!r} needs {lines} lines"
+    page.close()

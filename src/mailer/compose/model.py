@@ -154,6 +154,11 @@ class Issue(Part):
     photo_credits: Text | None = None
 
     @property
+    def direction(self) -> Literal["ltr", "rtl"]:
+        """The writing direction of the issue's language: Arabic, Hebrew, Persian, Urdu... read right to left."""
+        return "rtl" if self.language.split("-")[0].lower() in RIGHT_TO_LEFT else "ltr"
+
+    @property
     def is_draft(self) -> bool:
         return self.status == "draft"
 
@@ -168,6 +173,9 @@ class Issue(Part):
         if self.spotlight:
             return f"{self.spotlight.heading}: {self.spotlight.headline}"
         return None
+
+
+RIGHT_TO_LEFT = frozenset({"ar", "arc", "ckb", "dv", "fa", "he", "ku", "ps", "sd", "ug", "ur", "yi"})
 
 
 def human_date(day: dt.date) -> str:

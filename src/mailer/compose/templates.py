@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import unicodedata
 from functools import lru_cache
 from pathlib import Path
+from typing import TypeVar
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from markupsafe import Markup
@@ -14,6 +16,7 @@ from mailer.compose.placeholders import Trusted, guard_braces
 from mailer.compose.text import link_line, underline, wrap
 
 PACKAGE_TEMPLATES = Path(__file__).parents[1] / "templates" / "email"
+T = TypeVar("T")
 SOURCE_TEMPLATES = Path(__file__).resolve().parents[3] / "templates" / "email"
 
 
@@ -39,6 +42,27 @@ def _guarded(value: object) -> object:
     return value
 
 
+def _rows(items: list[T], most: int) -> list[list[T]]:
+    """Items in as few rows of at most `most` as they fit, the rows as even as can be (5 in 3: 3 and 2, 4: 2 and 2)."""
+    if not items:
+        return []
+    count = -(-len(items) // most)
+    size = -(-len(items) // count)
+    return [items[start : start + size] for start in range(0, len(items), size)]
+
+
+def _text_lines(text: str, width: int, font_px: int = 15) -> int:
+    """How many lines a bold label takes in `width` pixels, erring long: capitals and wide (East Asian) characters
+    take more room than lower case. Outlook's VML buttons have a fixed height, so they are made this tall."""
+    if width <= 0:
+        return len(text) or 1
+    em = {"W": 1.0, "F": 1.0}
+    advance = sum(
+        em.get(unicodedata.east_asian_width(char), 0.78 if char.isupper() or char in "mwMW@%" else 0.6) for char in text
+    )
+    return max(1, -(-int(advance * font_px) // width))
+
+
 @lru_cache(maxsize=8)
 def environment(templates_dir: Path) -> Environment:
     """Templates named .mjml/.html are escaped; .txt ones are not. Typos in names fail the render.
@@ -62,4 +86,6 @@ def environment(templates_dir: Path) -> Environment:
     env.filters["wrap"] = wrap
     env.filters["link_line"] = link_line
     env.filters["underline"] = underline
+    env.filters["rows"] = _rows
+    env.filters["text_lines"] = _text_lines
     return env
