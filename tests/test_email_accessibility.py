@@ -378,7 +378,7 @@ def test_short_labels_event_links_and_five_buttons_keep_their_targets_and_words_
         }))"""
     )
     assert broken == [], "no button breaks a word in two"
-    rows: list[int] = page.evaluate(
+    rows: int = page.evaluate(
         "[...new Set([...document.querySelectorAll('a.button')].map(a => Math.round(a.getBoundingClientRect().top)))].length"
     )
     assert rows == (2 if width == 800 else 5), "five buttons sit in rows of at most three on desktop, stacked on phones"
