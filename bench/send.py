@@ -66,7 +66,7 @@ def find_tool(name: str) -> str | None:
     )
 
 
-def make_settings(port: int, database_url: str, pool: int) -> Any:
+def make_settings(port: int, database_url: str, pool: int, bounce_address: str | None = None) -> Any:
     from mailer.settings import load_settings
 
     return load_settings(
@@ -78,6 +78,7 @@ def make_settings(port: int, database_url: str, pool: int) -> Any:
         unsubscribe_secret=SECRET,
         database_url=database_url,
         smtp_pool_size=pool,
+        bounce_address=bounce_address,
     )
 
 
@@ -126,7 +127,7 @@ def child(args: argparse.Namespace) -> None:
     from mailer.delivery.send import run, send_to_list
 
     ledger.SQLITE_SYNCHRONOUS = args.synchronous
-    settings = make_settings(args.port, args.database_url, args.pool)
+    settings = make_settings(args.port, args.database_url, args.pool, args.bounce_address)
     engine = open_database(args.database_url)
     peak_before = memory_kb("VmHWM")
     rss_start = memory_kb("VmRSS")
@@ -415,8 +416,38 @@ def baseline(binary: str, sink: Sink, message_file: Path, count: int, sessions: 
     }
 
 
+def report_verp(plain: dict[str, Any], verp: dict[str, Any]) -> None:
+    """What naming each delivery in its envelope sender costs: the same send with and without bounce_address."""
+    from mailer.delivery.verp import VerpAddresses
+
+    addresses = VerpAddresses("bounces@icmpd.org", SECRET)
+    rounds = 100_000
+    started = time.perf_counter()
+    for delivery_id in range(1, rounds + 1):
+        addresses.address(delivery_id)
+    each = (time.perf_counter() - started) / rounds * 1e6
+    if "error" in plain or "error" in verp:
+        return
+    rates = {name: r["sent"] / r["wall"] for name, r in (("plain", plain), ("verp", verp))}
+    cpu = {name: r["cpu"] / max(r["sent"], 1) * 1e6 for name, r in (("plain", plain), ("verp", verp))}
+    print("VERP (SQLite ledger FULL, same run)")
+    print(
+        f"  {'bounce_address set / unset':34} {rates['verp']:7.0f}/s vs {rates['plain']:.0f}/s  "
+        f"({rates['verp'] / rates['plain']:.2f}x); CPU {cpu['verp']:.0f} vs {cpu['plain']:.0f} µs/msg; "
+        f"one VERP address: {each:.2f} µs"
+    )
+
+
 def run_database(
-    label: str, url: str, folder: Path, count: int, sink: Sink, pool: int, *, synchronous: str = "FULL"
+    label: str,
+    url: str,
+    folder: Path,
+    count: int,
+    sink: Sink,
+    pool: int,
+    *,
+    synchronous: str = "FULL",
+    bounce_address: str | None = None,
 ) -> dict[str, Any]:
     from mailer.audience.database import open_database
     from mailer.audience.lists import create_list
@@ -436,6 +467,7 @@ def run_database(
     before_msgs, before_sink = sink.messages(), sink.cpu()
     command = [sys.executable, str(Path(__file__).resolve()), "--child"]
     command += ["--database-url", url, "--port", str(sink.port), "--pool", str(pool), "--synchronous", synchronous]
+    command += ["--bounce-address", bounce_address] if bounce_address else []
     started = time.perf_counter()
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
     elapsed = time.perf_counter() - started
@@ -589,6 +621,7 @@ def main() -> None:
     parser.add_argument("--database-url", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--synchronous", default="FULL", help=argparse.SUPPRESS)
+    parser.add_argument("--bounce-address", help=argparse.SUPPRESS)
     args = parser.parse_args()
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     if args.child:
@@ -663,6 +696,12 @@ def main() -> None:
             normal = run_database("SQLite", normal_url, folder, count, sink, pool, synchronous="NORMAL")
             ok = report_send("SQLite (ledger synchronous=NORMAL, not durable)", normal, base, base_count, count) and ok
             report_durability(result, normal)
+            verp_dir = folder / "sqlite-verp"
+            verp_dir.mkdir()
+            verp_url = f"sqlite:///{verp_dir}/bench.sqlite3"
+            verp = run_database("SQLite", verp_url, folder, count, sink, pool, bounce_address="bounces@icmpd.org")
+            ok = report_send("SQLite (FULL, VERP: bounce_address set)", verp, base, base_count, count) and ok
+            report_verp(result, verp)
             if args.postgres:
                 with postgres_schema() as url:
                     if url is not None:
