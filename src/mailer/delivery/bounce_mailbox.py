@@ -320,7 +320,7 @@ class IMAPMailbox(Mailbox):
             self._drop()
             self._fail(f"connection lost: {_text(error)}")
         found = self._command("SEARCH", "UNSEEN")
-        uids = [int(u) for u in _text(found).split() if u.isdigit()]
+        uids = [int(u) for line in found if isinstance(line, bytes) for u in line.split() if u.isdigit()]
         for uid in sorted(uids):
             data = self._command("FETCH", str(uid), f"(BODY.PEEK[]<0.{MAX_MESSAGE_BYTES}>)")
             raw = next((item[1] for item in data if isinstance(item, tuple) and isinstance(item[1], bytes)), None)
