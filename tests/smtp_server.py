@@ -34,6 +34,7 @@ class Received:
     recipients: list[str]
     data: bytes
     at: float
+    mail_from: str = ""
 
 
 @dataclass
@@ -71,7 +72,9 @@ class Recorder:
             transport.close()
             return "421 closing"
         with self.lock:
-            self.messages.append(Received(list(envelope.rcpt_tos), envelope.original_content, time.monotonic()))
+            self.messages.append(
+                Received(list(envelope.rcpt_tos), envelope.original_content, time.monotonic(), envelope.mail_from)
+            )
             self.lock.notify_all()
         return "250 2.0.0 queued"
 

@@ -22,6 +22,7 @@ import contextlib
 import functools
 import hashlib
 import imaplib
+import io
 import logging
 import mailbox
 import os
@@ -361,7 +362,7 @@ class IMAPMailbox(Mailbox):
             deadline = time.monotonic() + idle_seconds
             while not stop.is_set() and (remaining := deadline - time.monotonic()) > 0:
                 sock = imap.sock
-                pending = isinstance(sock, ssl.SSLSocket) and sock.pending() > 0
+                pending = (isinstance(sock, ssl.SSLSocket) and sock.pending() > 0) or _buffered(imap)
                 if pending or select.select([sock], [], [], min(remaining, 1.0))[0]:
                     line = imap.readline()
                     if not line or line.startswith(b"* BYE"):
@@ -389,6 +390,21 @@ class IMAPMailbox(Mailbox):
             imap.logout()
         except (imaplib.IMAP4.error, OSError):
             _close_quietly(imap)
+
+
+def _buffered(imap: imaplib.IMAP4) -> bool:
+    """Whether imaplib's reader already holds the start of a line: a notice that came in the same packet as the
+    reply before it is in that buffer, where select() on the socket never sees it."""
+    sock = imap.sock
+    timeout = sock.gettimeout()
+    sock.settimeout(0)
+    try:
+        reader = imap.file
+        return isinstance(reader, io.BufferedReader) and bool(reader.peek(1))
+    except (OSError, ValueError):  # nothing buffered and nothing to read now (BlockingIOError, SSLWantReadError)
+        return False
+    finally:
+        sock.settimeout(timeout)
 
 
 def _close_quietly(imap: imaplib.IMAP4) -> None:

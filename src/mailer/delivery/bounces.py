@@ -15,8 +15,9 @@ at RCPT time during the send with an address-level status (5.1.1 no such user, 5
 from __future__ import annotations
 
 import re
+import threading
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
@@ -24,8 +25,10 @@ from sqlalchemy.engine import Connection, Engine
 
 from mailer.audience.addresses import email_key
 from mailer.audience.database import bounce_messages, deliveries, delivery_events, now, subscribers, suppressions
+from mailer.delivery.bounce_mailbox import open_mailbox
 from mailer.delivery.bounce_parse import BounceReport, FailedRecipient, Kind, parse_bounce
 from mailer.delivery.verp import read_verp_token
+from mailer.errors import ConfigError
 from mailer.settings import Settings
 
 ADDRESS_REFUSED = re.compile(r"^5\d\d[ -]5\.1\.(?:1|2|3|6|10)\b")
@@ -228,3 +231,42 @@ def record_unsubscribe(engine: Engine, subscriber_id: int, list_id: int, issue: 
                 created_at=now(),
             )
         )
+
+
+def fetch_bounces(
+    engine: Engine,
+    settings: Settings,
+    *,
+    watch: bool = False,
+    stop: threading.Event | None = None,
+    progress: Callable[[FetchSummary], None] | None = None,
+    summary: FetchSummary | None = None,
+) -> FetchSummary:
+    """Read the bounce mailbox (`bounce_mailbox`): each message is recorded in one transaction, then marked handled.
+
+    A crash or Ctrl-C between the two leaves the message unmarked; the next fetch finds it recorded (by its
+    Message-ID) and only marks it, so nothing is lost or counted twice. `watch` keeps reading as messages arrive.
+    """
+    if not settings.bounce_mailbox:
+        raise ConfigError(
+            "bounce_mailbox is not set; set it in mailer.toml or MAILER_BOUNCE_MAILBOX, e.g. imaps://bounces@mail.example.org/INBOX"
+        )
+    summary = summary if summary is not None else FetchSummary()
+    with open_mailbox(
+        settings.bounce_mailbox,
+        password=settings.bounce_password,
+        ca_file=settings.bounce_ca_file,
+        verify=settings.bounce_tls_verify,
+        handled_folder=settings.bounce_handled_folder,
+        timeout=settings.smtp_timeout,
+    ) as mailbox:
+        poll = settings.bounce_poll_seconds
+        messages = mailbox.watch(poll_seconds=poll, idle_seconds=poll, stop=stop) if watch else mailbox.messages()
+        for message in messages:
+            process_bounce(engine, settings, message.raw, summary)
+            mailbox.mark_handled(message.id)
+            if progress is not None:
+                progress(summary)
+            if stop is not None and stop.is_set():
+                break
+    return summary

@@ -11,6 +11,8 @@ from sqlalchemy.engine import Engine
 from mailer.audience.database import deliveries, lists
 from mailer.audience.lists import list_id
 from mailer.delivery.ledger import FAILED, PENDING, SENDING, SENT, SKIPPED, UNCERTAIN
+from mailer.delivery.report import event_counts
+from mailer.wording import plural
 
 
 @dataclass
@@ -23,6 +25,8 @@ class StatusReport:
     uncertain: list[str] = field(default_factory=list)
     covered: dict[str | None, int] = field(default_factory=dict)
     """Skipped rows whose recipient has (or is getting) the issue through another list, by that list (None: deleted)."""
+    came_back: dict[str, int] = field(default_factory=dict)
+    """People who bounced, complained or unsubscribed since (report.event_counts)."""
 
     def lines(self) -> list[str]:
         c = self.counts
@@ -31,6 +35,12 @@ class StatusReport:
             f"{self.issue} to '{self.list_name}': {c.get(SENT, 0)} sent, {c.get(PENDING, 0) + c.get(SENDING, 0)} pending, "
             f"{c.get(FAILED, 0)} failed, {held}{c.get(SKIPPED, 0)} skipped"
         )
+        back = self.came_back
+        if any(back.values()):
+            head += (
+                f"; since: {back['bounced']} bounced ({back['hard']} hard), {plural(back['complaints'], 'complaint')}, "
+                f"{plural(back['unsubscribes'], 'unsubscribe')}"
+            )
         rows = [
             f"  {count} skipped: they get it through " + (f"'{name}'" if name else "another list")
             for name, count in self.covered.items()
@@ -89,6 +99,7 @@ def delivery_status(engine: Engine, issue: str, list_name: str) -> StatusReport:
                 .order_by(deliveries.c.email)
             ).scalars()
         )
+    report.came_back = event_counts(engine, issue, list_name)
     return report
 
 
