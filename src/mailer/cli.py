@@ -184,9 +184,42 @@ def lists_public(name: str, off: bool, config_file: Path | None) -> None:
     click.echo(f"list '{name}' is {'private' if off else f'public: /subscribe/{name}'}")
 
 
+@lists.command("delete")
+@click.argument("name")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--force", is_flag=True, help="Also when the list has a send history: delete that history too.")
+@config_option
+@reports_errors
+def lists_delete(name: str, yes: bool, force: bool, config_file: Path | None) -> None:
+    """Delete a list and its memberships; subscribers and suppressions stay. Refused once sent to, unless --force."""
+    from mailer.audience.list_admin import delete_list, list_contents
+
+    engine = _database(config_file)
+    contents = list_contents(engine, name, force=force)
+    if not yes:
+        if not sys.stdin.isatty():
+            raise MailerError(f"not deleting list '{name}' without confirmation; run it at a terminal, or pass --yes")
+        click.confirm(contents.question(), abort=True)
+    click.echo(delete_list(engine, name, force=force).summary())
+
+
+@lists.command("rename")
+@click.argument("old")
+@click.argument("new")
+@config_option
+@reports_errors
+def lists_rename(old: str, new: str, config_file: Path | None) -> None:
+    """Rename a list; its send history and unsubscribe links follow it."""
+    from mailer.audience.list_admin import rename_list
+
+    public = rename_list(_database(config_file), old, new)
+    moved = f" (its subscribe page is now /subscribe/{new})" if public else ""
+    click.echo(f"renamed list '{old}' to '{new}'{moved}")
+
+
 @cli.group()
 def subscribers() -> None:
-    """Add, remove, import and export a list's subscribers."""
+    """Add, remove, import, export, list and look up a list's subscribers."""
 
 
 @subscribers.command("import")
@@ -269,6 +302,34 @@ def subscribers_remove(list_name: str, email: str, config_file: Path | None) -> 
     click.echo(f"{email.strip()}: removed from '{list_name}'")
 
 
+@subscribers.command("list")
+@click.argument("list_name", metavar="LIST")
+@click.option("--search", default="", metavar="TEXT", help="Only addresses or names containing TEXT (any case).")
+@click.option("--suppressed", is_flag=True, help="Only the suppressed ones.")
+@config_option
+@reports_errors
+def subscribers_list(list_name: str, search: str, suppressed: bool, config_file: Path | None) -> None:
+    """Show everyone on a list: address, name, membership status and suppression, one line each."""
+    from mailer.audience.subscriber_admin import subscriber_listing
+
+    for line in subscriber_listing(
+        _database(config_file), list_name, search=search, suppressed_only=suppressed
+    ).lines():
+        click.echo(line)
+
+
+@subscribers.command("show")
+@click.argument("email")
+@config_option
+@reports_errors
+def subscribers_show(email: str, config_file: Path | None) -> None:
+    """Show one address: its lists, suppression, latest deliveries and delivery events."""
+    from mailer.audience.subscriber_admin import subscriber_details
+
+    for line in subscriber_details(_database(config_file), email).lines():
+        click.echo(line)
+
+
 @cli.command()
 @click.argument("email")
 @click.option(
@@ -286,6 +347,30 @@ def unsubscribe(email: str, reason: str, config_file: Path | None) -> None:
 
     ended = suppress(_database(config_file), email, reason=reason)
     click.echo(f"{email.strip()}: suppressed ({reason}); unsubscribed from {plural(ended, 'list')}")
+
+
+@cli.command()
+@click.argument("email")
+@click.option("--list", "list_name", metavar="LIST", help="Also subscribe the address to this list again.")
+@click.option("--reason", default="lifted by hand", show_default=True, help="Why, kept in the delivery events.")
+@click.option("--force", is_flag=True, help="Lift a complaint suppression too (they reported a message as spam).")
+@config_option
+@reports_errors
+def resubscribe(email: str, list_name: str | None, reason: str, force: bool, config_file: Path | None) -> None:
+    """Lift an address's suppression (logged as a delivery event); with --list, subscribe it there again."""
+    from mailer.audience.resubscribe import resubscribe as lift
+    from mailer.settings import load_settings
+
+    settings = load_settings(config_file)
+    done = lift(
+        _open_database(settings),
+        email,
+        list_name=list_name,
+        reason=reason,
+        force=force,
+        special_use_domains=settings.special_use_domains,
+    )
+    click.echo(done.line())
 
 
 @cli.command()
@@ -593,6 +678,68 @@ def status(issue_file: Path, list_name: str | None, config_file: Path | None) ->
     for name in names:
         for line in delivery_status(engine, slug_of(issue_file), name).lines():
             click.echo(line)
+
+
+@cli.command()
+@click.argument("issue")
+@click.option("--list", "list_name", help="Only this list (default: every list the issue went to).")
+@click.option("--json", "as_json", is_flag=True, help="The figures as JSON, for scripts.")
+@config_option
+@reports_errors
+def report(issue: str, list_name: str | None, as_json: bool, config_file: Path | None) -> None:
+    """Show what became of an issue: sent, failed, bounced, complaints, unsubscribes; ISSUE is its file or name."""
+    from mailer.compose.issues_folder import slug_of
+    from mailer.delivery.report import issue_report
+
+    slug = slug_of(Path(issue)) if issue.endswith((".yaml", ".yml")) else issue
+    figures = issue_report(_database(config_file), slug, list_name)
+    if as_json:
+        click.echo(json.dumps(figures.as_json(), indent=2))
+        return
+    if not (figures.sent or figures.failed or figures.pending or figures.uncertain or figures.skipped):
+        raise MailerError(f"{slug} has not been sent" + (f" to '{list_name}'" if list_name else " to any list"))
+    for line in figures.table():
+        click.echo(line)
+
+
+@cli.group()
+def bounces() -> None:
+    """Read bounces and spam complaints from the bounce mailbox."""
+
+
+@bounces.command("fetch")
+@click.option("--watch", is_flag=True, help="Keep reading as bounces arrive (IMAP IDLE where offered); Ctrl-C stops.")
+@config_option
+@reports_errors
+def bounces_fetch(watch: bool, config_file: Path | None) -> None:
+    """Read every unhandled message of bounce_mailbox once: suppress hard bounces and complaints, count soft ones.
+
+    Ctrl-C (or a kill) at any moment loses nothing: the message being read is not marked handled, and the next
+    fetch reads it again, counting it once.
+    """
+    from mailer.delivery.bounces import FetchSummary, fetch_bounces
+    from mailer.settings import load_settings
+
+    settings = load_settings(config_file)
+    engine = _open_database(settings)
+    summary = FetchSummary()
+    shown = 0
+
+    def progress(summary: FetchSummary) -> None:
+        nonlocal shown
+        for address in summary.suppressed[shown:]:
+            click.echo(f"suppressed: {address}")
+        shown = len(summary.suppressed)
+
+    try:
+        fetch_bounces(engine, settings, watch=watch, progress=progress, summary=summary)
+    except KeyboardInterrupt:
+        click.echo(summary.line())
+        if watch:
+            return
+        click.echo("interrupted; run mailer bounces fetch again to read the rest", err=True)
+        raise SystemExit(ExitStatus.DELIVERY_FAILED) from None
+    click.echo(summary.line())
 
 
 @cli.command()

@@ -130,6 +130,7 @@ deliveries = sa.Table(
     sa.UniqueConstraint("issue", "list_id", "subscriber_id", name="uq_deliveries_recipient"),
     sa.Index("ix_deliveries_issue_list_status", "issue", "list_id", "status"),
     sa.Index("ix_deliveries_issue_subscriber", "issue", "subscriber_id"),
+    sa.Index("ix_deliveries_subscriber_sent", "subscriber_id", "sent_at"),
     sa.Index(
         "uq_deliveries_one_copy",
         "issue",

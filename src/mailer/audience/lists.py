@@ -104,10 +104,15 @@ def list_id(engine: Engine, name: str) -> int:
         return list_id_in(conn, name)
 
 
-def create_list(engine: Engine, name: str, description: str = "", *, public: bool = False) -> None:
-    """A new list; its description is one line of plain text, cleaned like a name (it titles the subscribe page)."""
+def check_list_name(name: str) -> None:
+    """The rule for a list's name, the same for a new list and a renamed one."""
     if not LIST_NAME.match(name):
         raise MailerError(f"list name '{name}': use lower-case letters, digits, - and _ (e.g. staff, press-2016)")
+
+
+def create_list(engine: Engine, name: str, description: str = "", *, public: bool = False) -> None:
+    """A new list; its description is one line of plain text, cleaned like a name (it titles the subscribe page)."""
+    check_list_name(name)
     description = clean_text(description)
     problem = text_problem("description", description)
     if problem:

@@ -3,6 +3,7 @@
 The state lives in `Previewer`; the web app (Starlette, served by uvicorn on 127.0.0.1) only
 reads it. A watcher re-renders when an issue file, a template or the config file changes;
 an invalid edit keeps the last good render and shows the errors as `mailer check` prints them.
+The Reports page opens the database only when it is asked for: a preview needs none.
 """
 
 from __future__ import annotations
@@ -13,17 +14,23 @@ import errno
 import html
 import json
 import socket
+import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import sqlalchemy as sa
 import uvicorn
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import ArgumentError, DBAPIError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 from watchfiles import awatch
 
+from mailer.audience.database import open_database
+from mailer.audience.subscriber_admin import utc_minute
 from mailer.compose.build import size_warning
 from mailer.compose.issues_folder import slug_of
 from mailer.compose.load import load_issue
@@ -31,8 +38,9 @@ from mailer.compose.model import Issue
 from mailer.compose.placeholders import fill, recipient_values
 from mailer.compose.render import RenderedIssue, render_issue
 from mailer.compose.templates import default_templates_dir
+from mailer.delivery.report import IssueReport, sent_issue_reports
 from mailer.errors import MailerError
-from mailer.settings import Settings, config_path, load_settings
+from mailer.settings import Settings, config_path, load_settings, mask_url_password
 from mailer.web.pages import page_templates
 
 
@@ -53,6 +61,8 @@ class Previewer:
         self.previews = {slug_of(path): Preview(path) for path in paths}
         self.settings: Settings | None = None
         self.changed = asyncio.Condition()
+        self.database: tuple[str, Engine] | None = None
+        self.database_lock = threading.Lock()
 
     def render_all(self) -> None:
         try:
@@ -85,6 +95,29 @@ class Previewer:
             async with self.changed:
                 self.changed.notify_all()
 
+    def reports(self) -> list[IssueReport]:
+        """Every sent issue's figures; the database is opened on the first call (MailerError in one line)."""
+        if self.settings is None:
+            raise MailerError("mailer.toml has errors (an issue's page lists them); fix it to see the reports")
+        url = self.settings.database_url
+        with self.database_lock:
+            if no_database_yet(url):
+                return []
+            if self.database is None or self.database[0] != url:
+                self.close()
+                self.database = (url, open_database(url))
+            engine = self.database[1]
+        try:
+            return sent_issue_reports(engine)
+        except DBAPIError as error:
+            reason = str(error.orig or error).strip().splitlines()[0]
+            raise MailerError(f"database {mask_url_password(url)}: {mask_url_password(reason)}") from None
+
+    def close(self) -> None:
+        if self.database is not None:
+            self.database[1].dispose()
+            self.database = None
+
     def state(self, slug: str) -> dict[str, object]:
         preview = self.previews[slug]
         rendered, issue, settings = preview.rendered, preview.issue, self.settings
@@ -110,6 +143,72 @@ def badge(issue: Issue | None, today: dt.date | None = None) -> str:
     if issue.date > (today or dt.date.today()):
         return f"Dated {issue.date.isoformat()}"
     return ""
+
+
+def no_database_yet(url: str) -> bool:
+    """A SQLite file not made yet: nothing was sent, and looking should not create it."""
+    try:
+        parsed = sa.make_url(url)
+    except (ArgumentError, ValueError):
+        return False  # opening it says what is wrong, in one line
+    return parsed.get_backend_name() == "sqlite" and bool(parsed.database) and not Path(parsed.database or "").exists()
+
+
+BAR_WIDTH = 240
+EXAMPLE_LENGTH = 160
+
+
+def report_view(report: IssueReport) -> dict[str, object]:
+    """One issue as the Reports page draws it: each figure as text, as a share of sent and as a bar on one scale."""
+    figures = [
+        ("Sent", "sent", report.sent, ""),
+        ("Bounced (hard)", "hard", report.bounced_hard, ".1%"),
+        ("Bounced (soft)", "soft", report.bounced_soft, ".1%"),
+        ("Complaints", "complaint", report.complaints, ".2%"),
+        ("Unsubscribes", "unsubscribe", report.unsubscribes, ".1%"),
+    ]
+    scale = max(1, *(count for _, _, count, _ in figures))  # refused at RCPT, a bounce need not be among the sent
+    others = [
+        f"{count:,} {what}"
+        for count, what in (
+            (report.failed, "failed"),
+            (report.uncertain, "uncertain"),
+            (report.pending, "pending"),
+            (report.skipped, "skipped (had it through another list)"),
+        )
+        if count
+    ]
+    return {
+        "issue": report.issue,
+        "last_sent": utc_minute(dt.datetime.fromisoformat(report.last_sent)) if report.last_sent else "",
+        "figures": [
+            {
+                "label": label,
+                "kind": kind,
+                "count": f"{count:,}",
+                "value": count,
+                "rate": (format(report.rate(count), share) if report.sent else "-") if share else "",
+                "width": round(count / scale * BAR_WIDTH, 2),
+            }
+            for label, kind, count, share in figures
+        ],
+        "others": ", ".join(others),
+        "reasons": [
+            {
+                "status": reason.status or "no status",
+                "count": f"{reason.count:,}",
+                "example": shorten(reason.example),
+                "full": reason.example,
+            }
+            for reason in report.reasons
+        ],
+    }
+
+
+def shorten(text: str, limit: int = EXAMPLE_LENGTH) -> str:
+    """A remote server's words on one line, cut to a length a table cell can show."""
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 1].rstrip() + "\u2026"
 
 
 SAMPLE_NAME = "Ana Example"
@@ -140,6 +239,20 @@ def create_app(previewer: Previewer) -> Starlette:
             for slug, preview in previewer.previews.items()
         ]
         return HTMLResponse(pages.get_template("index.html").render(entries=entries))
+
+    async def reports(request: Request) -> Response:
+        try:
+            found = await asyncio.to_thread(previewer.reports)
+            problem = ""
+        except MailerError as error:
+            found, problem = [], " ".join(error.lines())
+        body = pages.get_template("reports.html").render(
+            reports=[report_view(report) for report in found],
+            problem=problem,
+            previewed=set(previewer.previews),
+            bar_width=BAR_WIDTH,
+        )
+        return HTMLResponse(body, headers={"Cache-Control": "no-store"})
 
     async def page(request: Request) -> Response:
         try:
@@ -189,6 +302,7 @@ def create_app(previewer: Previewer) -> Starlette:
 
     routes = [
         Route("/", index),
+        Route("/reports", reports),
         Route("/issue/{slug}/", page),
         Route("/issue/{slug}/events", events),
         Route("/issue/{slug}/{kind}", output),
@@ -237,3 +351,4 @@ async def serve_preview(
         stop.set()
         announcer.cancel()
         await watcher
+        previewer.close()

@@ -1,5 +1,5 @@
 """The delivery loop: what came back about each delivery (bounces, complaints, unsubscribes) and which bounce
-mailbox messages were read. A suppression for a spam complaint is now called `complaint`, as events name it.
+mailbox messages were read; an index on each subscriber's deliveries (bounce matching, `subscribers show`). A suppression for a spam complaint is now called `complaint`, as events name it.
 
 Revision ID: 0007
 Revises: 0006
@@ -36,10 +36,12 @@ def upgrade() -> None:
         sa.Column("outcome", sa.String(16), nullable=False),
         sa.Column("processed_at", sa.DateTime(timezone=True), nullable=False),
     )
+    op.create_index("ix_deliveries_subscriber_sent", "deliveries", ["subscriber_id", "sent_at"])
     op.execute("UPDATE suppressions SET reason = 'complaint' WHERE reason = 'complained'")
 
 
 def downgrade() -> None:
     op.execute("UPDATE suppressions SET reason = 'complained' WHERE reason = 'complaint'")
+    op.drop_index("ix_deliveries_subscriber_sent", "deliveries")
     op.drop_table("bounce_messages")
     op.drop_table("delivery_events")
