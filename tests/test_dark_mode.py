@@ -16,7 +16,7 @@ import pytest
 from tests.browser import chromium, local_only
 from tests.cli_helpers import run_cli
 from tests.conftest import ROOT
-from tests.test_email_accessibility import contrast, luminance, words
+from tests.test_email_accessibility import BACKGROUND, contrast, luminance, words
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
@@ -27,17 +27,14 @@ KINDS = ["email", "web"]
 
 # Every visible element with text of its own (or a blocked image's alt text): its text, computed colour and
 # the first non-transparent background behind it, walking up its ancestors (white if there is none).
-TEXT_COLOURS = """() => {
+TEXT_COLOURS = (
+    """() => {
     const visible = e => e.getClientRects().length > 0 && getComputedStyle(e).visibility !== 'hidden'
         && ![...function* () { for (let a = e; a; a = a.parentElement) yield a; }()]
             .some(a => parseFloat(getComputedStyle(a).opacity) === 0);
-    const background = e => {
-        for (let a = e; a; a = a.parentElement) {
-            const colour = getComputedStyle(a).backgroundColor;
-            if (colour !== 'transparent' && !/^rgba\\(.*, 0\\)$/.test(colour)) return colour;
-        }
-        return 'rgb(255, 255, 255)';
-    };
+    """
+    + BACKGROUND
+    + """
     return [...document.body.querySelectorAll('*')]
         .filter(e => e.tagName === 'IMG'
             ? !(e.complete && e.naturalWidth > 0) && e.alt.trim()
@@ -47,6 +44,7 @@ TEXT_COLOURS = """() => {
                         : [...e.childNodes].filter(n => n.nodeType === Node.TEXT_NODE).map(n => n.textContent).join(''),
                     colour: getComputedStyle(e).color, background: background(e)}));
 }"""
+)
 
 
 @pytest.fixture(scope="module")

@@ -215,16 +215,22 @@ def test_with_images_blocked_every_alt_text_is_readable(
         assert unexplained == [], "a decorative image sits in a link that says where it goes"
 
 
-# Every visible element with text of its own: the text, its computed colour and font size, the first
-# non-transparent background behind it (white if none), and the class of the paragraph it is in.
-TEXT_STYLES = """() => {
-    const background = e => {
+BACKGROUND = """const background = e => {
         for (let a = e; a; a = a.parentElement) {
             const colour = getComputedStyle(a).backgroundColor;
             if (colour !== 'transparent' && !/^rgba\\(.*, 0\\)$/.test(colour)) return colour;
         }
         return 'rgb(255, 255, 255)';
-    };
+    };"""
+"""JavaScript: the first non-transparent background behind an element, walking up its ancestors (white if none)."""
+
+# Every visible element with text of its own: the text, its computed colour and font size, the background
+# behind it, and whether it is a body paragraph (a <p> without a class).
+TEXT_STYLES = (
+    """() => {
+    """
+    + BACKGROUND
+    + """
     return [...document.body.querySelectorAll('*')]
         .filter(e => [...e.childNodes].some(n => n.nodeType === Node.TEXT_NODE && n.textContent.trim()))
         .filter(e => e.getClientRects().length > 0 && getComputedStyle(e).opacity !== '0')
@@ -232,6 +238,7 @@ TEXT_STYLES = """() => {
                     background: background(e), size: parseFloat(getComputedStyle(e).fontSize),
                     paragraph: e.tagName === 'P' && !e.className}));
 }"""
+)
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -19,7 +19,6 @@ it), `maildir:NAME` (the file name before its `:2,` flags), `mbox:SHA256`.
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
 import imaplib
 import io
@@ -40,6 +39,7 @@ from typing import NamedTuple, NoReturn
 
 from pydantic import SecretStr
 
+from mailer.delivery.tls import UnreadableCA, tls_context
 from mailer.errors import DeliveryFailed
 
 log = logging.getLogger("mailer.delivery.bounce_mailbox")
@@ -127,24 +127,11 @@ class Mailbox:
         self.close()
 
 
-@functools.lru_cache(maxsize=8)
 def _tls_context(ca_file: Path | None, verify: bool, name: str) -> ssl.SSLContext:
-    """As smtp.py's `_tls_context` does for the relay: one context per setting, a warning when unverified."""
-    if not verify:
-        log.warning("TLS verification is off: the certificate of the bounce mailbox %s is not checked", name)
-        context = ssl.create_default_context()
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-        return context
-    if ca_file is None:
-        return ssl.create_default_context()
     try:
-        return ssl.create_default_context(cafile=str(ca_file))
-    except (OSError, ssl.SSLError) as error:
-        reason = getattr(error, "strerror", None) or getattr(error, "reason", None) or error
-        raise BounceMailboxError(
-            f"bounce mailbox {name}: CA file {ca_file}: cannot load it as a PEM CA bundle: {reason}"
-        ) from None
+        return tls_context(ca_file, verify, f"the bounce mailbox {name}", "bounce_tls_verify")
+    except UnreadableCA as error:
+        raise BounceMailboxError(f"bounce mailbox {name}: CA file {ca_file}: {error}") from None
 
 
 def _quoted(folder: str) -> str:

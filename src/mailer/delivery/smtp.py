@@ -21,7 +21,6 @@ accepted, so it must not be sent again unasked.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import re
 import socket
@@ -34,6 +33,7 @@ import aiosmtplib
 from aiosmtplib import SMTPResponse, SMTPStatus
 
 from mailer.audience.addresses import envelope_address
+from mailer.delivery.tls import UnreadableCA, tls_context
 from mailer.delivery.wire import canonical, is_canonical
 from mailer.errors import DeliveryFailed
 from mailer.settings import Settings
@@ -152,22 +152,11 @@ def tls_warning(settings: Settings) -> str | None:
     )
 
 
-@functools.lru_cache(maxsize=8)
 def _tls_context(ca_file: Path | None, verify: bool, host: str) -> ssl.SSLContext:
-    """One context per setting for the whole process (loading CAs costs milliseconds); warns once when unverified."""
-    if not verify:
-        log.warning("smtp_tls_verify = false: the certificate of the SMTP server %s is not checked", host)
-        context = ssl.create_default_context()
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-        return context
-    if ca_file is None:
-        return ssl.create_default_context()
     try:
-        return ssl.create_default_context(cafile=str(ca_file))
-    except (OSError, ssl.SSLError) as error:
-        reason = getattr(error, "strerror", None) or getattr(error, "reason", None) or error
-        raise SMTPSetupError(f"smtp_ca_file {ca_file}: cannot load it as a PEM CA bundle: {reason}") from None
+        return tls_context(ca_file, verify, f"the SMTP server {host}", "smtp_tls_verify")
+    except UnreadableCA as error:
+        raise SMTPSetupError(f"smtp_ca_file {ca_file}: {error}") from None
 
 
 def _tls_error(error: BaseException) -> ssl.SSLError | None:
