@@ -150,8 +150,8 @@ def test_bounces_and_complaints_suppress_their_addresses_and_the_next_issue_skip
     code, out, err = mailer(workdir, env, "bounces", "fetch")
     assert code == 0, out + err
     assert out.splitlines() == [
-        "suppressed: gone@example.org",
-        "suppressed: spam@example.org",
+        "suppressed (bounced): gone@example.org",
+        "suppressed (complaint): spam@example.org",
         "5 messages read: 1 complaint, 1 forged, 1 hard, 1 not-a-bounce, 1 soft; 2 addresses suppressed",
     ]
     assert suppressed(staff) == {
@@ -159,12 +159,13 @@ def test_bounces_and_complaints_suppress_their_addresses_and_the_next_issue_skip
         "gone@example.org": "bounced",
         "spam@example.org": "complaint",
     }, "one soft bounce suppresses nobody; a forged token nobody"
-    assert dovecot.folder_count("INBOX", "UNSEEN") == 0, "every message read is marked handled"
+    assert dovecot.folder_count("INBOX", "UNSEEN") == 1, "every bounce is marked handled; ana's thanks stays unread"
 
     # the same DSN delivered again, and a fetch with nothing new: nothing counts twice
     dovecot.deliver(dsn(first["gone@example.org"], "5.1.1", "550 5.1.1 User unknown", bounce_id="b1"))
-    assert mailer(workdir, env, "bounces", "fetch")[1] == "1 message read: 1 seen\n"
-    assert mailer(workdir, env, "bounces", "fetch")[1] == "0 messages read\n"
+    assert mailer(workdir, env, "bounces", "fetch")[1] == "2 messages read: 1 not-a-bounce, 1 seen\n"
+    assert mailer(workdir, env, "bounces", "fetch")[1] == "1 message read: 1 not-a-bounce\n"
+    assert suppressed(staff)["gone@example.org"] == "bounced"
 
     # an unsubscribe through the link in ana's message counts against this issue
     link = re.search(rb"<(https://newsletter\.icmpd\.org/unsubscribe/[^>]+)>", first["ana@example.org"].data)
@@ -186,7 +187,24 @@ def test_bounces_and_complaints_suppress_their_addresses_and_the_next_issue_skip
     }  # fmt: skip
     assert [(reason["status"], reason["count"]) for reason in figures["reasons"]] == [("5.1.1", 2), ("4.2.2", 1)]
     code, out, _ = mailer(workdir, env, "report", "2016-02", "--list", "staff")
-    assert code == 0 and "bounced (hard)  2  50.0%" in out and "5.1.1: 2" in out
+    assert (code, out.splitlines()) == (
+        0,
+        [
+            "2016-02 to 'staff'",
+            "  sent            4",
+            "  failed          1",
+            "  uncertain       0",
+            "  pending         0",
+            "  bounced         3  60.0%",
+            "    hard          2  40.0%",
+            "    soft          1  20.0%",
+            "  complaints      1  20.00%",
+            "  unsubscribes    1  20.0%",
+            "  bounce reasons:",
+            "    5.1.1: 2  550 5.1.1 User unknown",
+            "    4.2.2: 1  452 4.2.2 Mailbox full",
+        ],
+    )
     status = mailer(workdir, env, "status", "issues/2016-02.yaml")[1]
     assert status.splitlines()[0].endswith("; since: 3 bounced (2 hard), 1 complaint, 1 unsubscribe")
 
@@ -197,6 +215,8 @@ def test_bounces_and_complaints_suppress_their_addresses_and_the_next_issue_skip
 
     code, _, err = mailer(workdir, env, "resubscribe", "spam@example.org")
     assert code == 1 and "--force" in err, "a complaint is lifted only on purpose"
+    code, out, _ = mailer(workdir, env, "resubscribe", "nouser-1@example.org")
+    assert (code, out) == (0, "nouser-1@example.org: suppression lifted (was bounced); mailed again through 'staff'\n")
     code, out, err = mailer(
         workdir, env, "resubscribe", "gone@example.org", "--list", "staff", "--reason", "new mailbox"
     )
@@ -205,8 +225,9 @@ def test_bounces_and_complaints_suppress_their_addresses_and_the_next_issue_skip
     smtp_server.recorder.messages.clear()
     third = workdir / "issues" / "2016-04.yaml"
     third.write_text(second_issue(workdir).read_text(encoding="utf-8").replace("date: 2016-03-", "date: 2016-04-", 1))
-    assert mailer(workdir, env, "send", "issues/2016-04.yaml", "--list", "staff")[0] == 0
+    assert mailer(workdir, env, "send", "issues/2016-04.yaml", "--list", "staff")[0] == 3
     assert sorted(sent_to(smtp_server)) == ["full@example.org", "gone@example.org"], "resubscribed, mailed again"
+    assert suppressed(staff)["nouser-1@example.org"] == "bounced", "refused again, suppressed again"
 
 
 def test_soft_bounces_on_three_issues_in_a_row_suppress_unless_a_delivery_came_back_clean_between(
@@ -290,7 +311,7 @@ def test_a_fetch_killed_mid_way_and_run_again_records_every_bounce_exactly_once(
     )
     assert child.stdout is not None
     first = read_line(child, timeout=30, what="the first suppressed address")
-    assert first.startswith("suppressed: ")
+    assert first.startswith("suppressed (bounced): ")
     child.kill()
     child.wait(timeout=10)
     assert dovecot.folder_count("INBOX", "UNSEEN") > 0, "killed mid-way, with messages left to read"
@@ -318,16 +339,19 @@ def test_fetch_watch_acts_on_a_bounce_as_it_arrives_and_stops_on_ctrl_c(
     )  # fmt: skip
     try:
         dovecot.deliver(dsn(message, "5.1.1", "550 5.1.1 User unknown", bounce_id="w1"))
-        assert read_line(child, timeout=20, what="the first bounce") == "suppressed: gone@example.org\n"
+        assert read_line(child, timeout=20, what="the first bounce") == "suppressed (bounced): gone@example.org\n"
         later = sent_to(smtp_server)["spam@example.org"]
         dovecot.deliver(arf(later, report_id="w2"))  # while the watch waits in IDLE, polling only every 60 s
-        assert read_line(child, timeout=20, what="the bounce seen by IDLE") == "suppressed: spam@example.org\n"
+        assert (
+            read_line(child, timeout=20, what="the bounce seen by IDLE") == "suppressed (complaint): spam@example.org\n"
+        )
         child.send_signal(signal.SIGINT)
         out, err = child.communicate(timeout=20)
     finally:
         if child.poll() is None:
             child.kill()
-    assert (child.returncode, out, err) == (0, "2 messages read: 1 complaint, 1 hard; 2 addresses suppressed\n", "")
+    assert (child.returncode, out) == (0, "2 messages read: 1 complaint, 1 hard; 2 addresses suppressed\n")
+    assert err == f"watching {env['MAILER_BOUNCE_MAILBOX']} (IMAP IDLE where offered, else every 60 s); Ctrl-C stops\n"
 
 
 @pytest.mark.parametrize(
@@ -340,3 +364,18 @@ def test_fetch_watch_acts_on_a_bounce_as_it_arrives_and_stops_on_ctrl_c(
 def test_a_bounce_address_that_cannot_carry_a_token_is_refused(workdir: Path, value: str, says: str) -> None:
     result = run_cli("config", cwd=workdir, env={"MAILER_BOUNCE_ADDRESS": value})
     assert result.exit_code == 1 and says in result.stderr and result.stderr.count("\n") == 1
+
+
+def test_with_verp_on_a_bounce_without_a_token_is_matched_only_by_our_message_id(
+    workdir: Path, env: dict[str, str], staff: Engine, smtp_server: SMTPServer
+) -> None:
+    """A relay that rewrites the envelope sender loses the token; our Message-ID still names the message."""
+    mailer(workdir, env, "send", "issues/2016-02.yaml", "--list", "staff")
+    settings = load_settings(ROOT / "mailer.toml", unsubscribe_secret=SECRET, bounce_address=BOUNCES)
+    message = sent_to(smtp_server)["gone@example.org"]
+    message.mail_from = BOUNCES
+    summary = FetchSummary()
+    assert process_bounce(staff, settings, dsn(message, "5.1.1", "550 User unknown", bounce_id="t1"), summary) == "hard"
+    without_id = re.sub(rb"(?im)^Message-ID:.*\r\n", b"", dsn(message, "5.1.1", "550 x", bounce_id="t2"), count=1)
+    without_ours = without_id.replace(b"Message-ID:", b"X-Was-Message-ID:")
+    assert process_bounce(staff, settings, without_ours, summary) == "unmatched", "an address alone is no evidence"

@@ -168,10 +168,10 @@ def test_the_reports_page_draws_every_sent_issue_newest_first(browser: Browser, 
         rows = february.locator("table.figures tbody tr")
         assert [cells(row) for row in rows.all()] == [
             ["Sent", "6", "", ""],
-            ["Bounced (hard)", "3", "50.0%", ""],
-            ["Bounced (soft)", "2", "33.3%", ""],
-            ["Complaints", "1", "16.67%", ""],
-            ["Unsubscribes", "1", "16.7%", ""],
+            ["Bounced (hard)", "3", "37.5%", ""],
+            ["Bounced (soft)", "2", "25.0%", ""],
+            ["Complaints", "1", "12.50%", ""],
+            ["Unsubscribes", "1", "12.5%", ""],
         ]
         assert february.locator(".others").inner_text() == "Also: 2 failed."
         assert bar_widths(february) == {

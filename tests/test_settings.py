@@ -136,6 +136,8 @@ def test_describe_settings_names_every_value_and_where_it_came_from(monkeypatch:
         "soft_bounce_limit = 3  (default)",
         "dkim_key_file = null  (default)",
         "dkim_selector = null  (default)",
+        "link_check_timeout = 10.0  (default)",
+        "check_links_before_send = false  (default)",
     ]
 
 

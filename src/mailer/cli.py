@@ -691,6 +691,8 @@ def report(issue: str, list_name: str | None, as_json: bool, config_file: Path |
     from mailer.compose.issues_folder import slug_of
     from mailer.delivery.report import issue_report
 
+    if issue.endswith((".yaml", ".yml")) and not Path(issue).is_file():
+        raise MailerError(f"{issue}: no such file")
     slug = slug_of(Path(issue)) if issue.endswith((".yaml", ".yml")) else issue
     figures = issue_report(_database(config_file), slug, list_name)
     if as_json:
@@ -727,10 +729,16 @@ def bounces_fetch(watch: bool, config_file: Path | None) -> None:
 
     def progress(summary: FetchSummary) -> None:
         nonlocal shown
-        for address in summary.suppressed[shown:]:
-            click.echo(f"suppressed: {address}")
+        for address, reason in summary.suppressed[shown:]:
+            click.echo(f"suppressed ({reason}): {address}")
         shown = len(summary.suppressed)
 
+    if watch:
+        click.echo(
+            f"watching {settings.bounce_mailbox} (IMAP IDLE where offered, else every "
+            f"{settings.bounce_poll_seconds:g} s); Ctrl-C stops",
+            err=True,
+        )
     try:
         fetch_bounces(engine, settings, watch=watch, progress=progress, summary=summary)
     except KeyboardInterrupt:

@@ -328,6 +328,20 @@ class Settings(BaseSettings):
     dkim_selector: str | None = Field(
         None, pattern=r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$", description="DKIM selector (s=), a DNS label."
     )
+    link_check_timeout: float = Field(
+        10, gt=0, le=300, description="mailer check --links: seconds to wait for each request to a link's server."
+    )
+    check_links_before_send: bool = Field(
+        False,
+        description="mailer send --list checks every link of the issue first and refuses to send while one is "
+        "broken (--force sends anyway).",
+    )
+
+    @field_validator("bounce_address", "bounce_mailbox", "bounce_handled_folder", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        """`MAILER_BOUNCE_ADDRESS=` turns a value of mailer.toml off, as for a variable that is not set."""
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("bounce_address")
     @classmethod

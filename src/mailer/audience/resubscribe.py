@@ -29,16 +29,21 @@ class Resubscription:
     list_name: str | None
     was_subscribed: bool
     still_unsubscribed: list[str]
+    subscribed_to: list[str]
+    """The lists that mail the address from now on (a bounce or complaint suppression ends no membership)."""
 
     def line(self) -> str:
         done = f"suppression lifted (was {self.lifted})" if self.lifted else "not suppressed"
         if self.list_name:
             on = "already subscribed to" if self.was_subscribed else "subscribed again to"
             done += f"; {on} '{self.list_name}'"
+        mailed = [name for name in self.subscribed_to if name != self.list_name]
+        if mailed:
+            done += "; mailed again through " + ", ".join(f"'{name}'" for name in mailed)
         if self.still_unsubscribed:
             names = ", ".join(f"'{name}'" for name in self.still_unsubscribed)
             done += f"; still unsubscribed from {names} (--list NAME subscribes again)"
-        elif not self.list_name:
+        elif not self.list_name and not mailed:
             done += "; on no list (mailer subscribers add LIST EMAIL)"
         return f"{self.email}: {done}"
 
@@ -108,18 +113,24 @@ def resubscribe(
         was_subscribed = False
         if lid is not None and sid is not None:
             was_subscribed = _subscribe(conn, lid, sid, stamp)
-        still = []
+        statuses: list[tuple[str, str]] = []
         if sid is not None:
-            still = list(
-                conn.execute(
-                    sa.select(lists.c.name)
+            statuses = [
+                (row.name, row.status)
+                for row in conn.execute(
+                    sa.select(lists.c.name, memberships.c.status)
                     .select_from(memberships.join(lists))
-                    .where(memberships.c.subscriber_id == sid, memberships.c.status != SUBSCRIBED)
+                    .where(memberships.c.subscriber_id == sid)
                     .order_by(lists.c.name)
-                ).scalars()
-            )
+                )
+            ]
     return Resubscription(
-        email, suppression.reason if suppression is not None else None, list_name, was_subscribed, still
+        email,
+        suppression.reason if suppression is not None else None,
+        list_name,
+        was_subscribed,
+        [name for name, status in statuses if status != SUBSCRIBED],
+        [name for name, status in statuses if status == SUBSCRIBED],
     )
 
 

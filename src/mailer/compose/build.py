@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mailer.compose.issues_folder import slug_of
-from mailer.compose.load import MAX_ISSUE_BYTES, load_issue
+from mailer.compose.load import MAX_ISSUE_BYTES, PlacedIssue, load_placed_issue
 from mailer.compose.model import Issue
 from mailer.compose.render import RenderedIssue, render_issue
 from mailer.errors import IssueFileError, MailerError, Problem, UsageError
@@ -46,12 +46,17 @@ class WrittenFile:
 
 def load_all(paths: list[Path], *, max_bytes: int = MAX_ISSUE_BYTES) -> list[tuple[Path, Issue]]:
     """Validate every file before anything is rendered; all problems of all files are reported together."""
-    loaded: list[tuple[Path, Issue]] = []
+    return [(path, placed.issue) for path, placed in load_all_placed(paths, max_bytes=max_bytes)]
+
+
+def load_all_placed(paths: list[Path], *, max_bytes: int = MAX_ISSUE_BYTES) -> list[tuple[Path, PlacedIssue]]:
+    """load_all, keeping the place of every value (for the link check)."""
+    loaded: list[tuple[Path, PlacedIssue]] = []
     problems: list[Problem] = []
     messages: list[str] = []
     for path in paths:
         try:
-            loaded.append((path, load_issue(path, max_bytes=max_bytes)))
+            loaded.append((path, load_placed_issue(path, max_bytes=max_bytes)))
         except IssueFileError as error:
             problems.extend(error.problems)
         except MailerError as error:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
+from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
@@ -347,7 +348,42 @@ def _problems(details: list[ErrorDetails], doc: _Document, path: str) -> list[Pr
     return sorted(problems, key=lambda p: (p.line, p.column, p.field))
 
 
+@dataclass(frozen=True)
+class PlacedIssue:
+    """A valid issue with the place of every value it was read from: for checks made after validation (links)."""
+
+    issue: Issue
+    path: str
+    _doc: _Document
+
+    def strings(self) -> Iterator[tuple[Loc, str]]:
+        """Every text value as written (before trimming), with its field path."""
+        return _strings(self._doc.data, ())
+
+    def problem(self, loc: Loc, message: str, *, value: str = "", offset: int | None = None) -> Problem:
+        """`file:line:col: field: message` at the value of `loc`, or at `value[offset]` inside it."""
+        line, col = _position(self._doc, loc) if offset is None else _inside(self._doc, loc, value, offset)
+        return Problem(self.path, line, col, format_loc(loc), message)
+
+
+def field_at(loc: Loc) -> FieldInfo | None:
+    """The model field that holds the value at `loc` (a list item: the list's field)."""
+    names = [part for part in loc if isinstance(part, str)]
+    model: type[BaseModel] | None = Issue
+    info = None
+    for name in names:
+        info = model.model_fields.get(name) if model else None
+        if info is None:
+            return None
+        model = next(_model_types(info.annotation), None)
+    return info
+
+
 def parse_issue(text: str, path: str) -> Issue:
+    return parse_placed_issue(text, path).issue
+
+
+def parse_placed_issue(text: str, path: str) -> PlacedIssue:
     doc = _parse(text, path)
     problems = _unusable(doc, path)
     reported = {problem.field for problem in problems}
@@ -366,7 +402,7 @@ def parse_issue(text: str, path: str) -> Issue:
     problems += [problem for problem in placeholders if problem.field not in reported]
     if problems:
         raise IssueFileError(sorted(problems, key=lambda p: (p.line, p.column, p.field)))
-    return issue
+    return PlacedIssue(issue, path, doc)
 
 
 def load_issue(path: Path, *, max_bytes: int = MAX_ISSUE_BYTES) -> Issue:
@@ -374,10 +410,15 @@ def load_issue(path: Path, *, max_bytes: int = MAX_ISSUE_BYTES) -> Issue:
 
     A file over `max_bytes` (the max_issue_bytes setting) is refused before it is parsed.
     """
+    return load_placed_issue(path, max_bytes=max_bytes).issue
+
+
+def load_placed_issue(path: Path, *, max_bytes: int = MAX_ISSUE_BYTES) -> PlacedIssue:
+    """load_issue, keeping the place of every value for checks that report where a value is written."""
     raw = read_input(path, what="an issue file", max_bytes=max_bytes, setting="max_issue_bytes")
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as error:
         line = raw[: error.start].count(b"\n") + 1
         raise IssueFileError([Problem(str(path), line, 1, "", "not UTF-8 text; save the file as UTF-8")]) from None
-    return parse_issue(text, str(path))
+    return parse_placed_issue(text, str(path))

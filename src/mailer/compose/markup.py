@@ -34,6 +34,11 @@ def check_markup(text: str) -> str:
     return text
 
 
+def links_in(text: str) -> list[str]:
+    """The targets of a paragraph's links, as its HTML writes them."""
+    return [str(token.attrs.get("href", "")) for token in _tokens(text) if token.type == "link_open"]
+
+
 def markup_to_html(text: str) -> Markup:
     check_markup(text)
     return Markup(_parser().renderInline(text))

@@ -48,10 +48,11 @@ class _Delivery:
 @dataclass
 class FetchSummary:
     """What one read of the bounce mailbox found, by outcome: a kind (hard, soft, complaint, unknown), `seen`
-    (read before), `not-a-bounce`, `forged` (a VERP token we did not make) or `unmatched` (no delivery of ours)."""
+    (read before), `not-a-bounce` (left unread), `forged` (a VERP token we did not make) or `unmatched` (about no
+    delivery of ours). `suppressed` holds (address, reason) in the order they were suppressed."""
 
     outcomes: Counter[str] = field(default_factory=Counter)
-    suppressed: list[str] = field(default_factory=list)
+    suppressed: list[tuple[str, str]] = field(default_factory=list)
 
     def line(self) -> str:
         from mailer.wording import plural
@@ -151,10 +152,8 @@ def _delivery_by_message(conn: Connection, message_id: str | None, address: str)
 
 def _matches(conn: Connection, settings: Settings, report: BounceReport) -> list[tuple[_Delivery, FailedRecipient]] | str:
     """Each delivery the report is about with what it says of it; or why it is about none of ours."""
-    if settings.bounce_address:
-        token = report.verp_token(settings.bounce_address)
-        if token is None:
-            return "unmatched"
+    token = report.verp_token(settings.bounce_address) if settings.bounce_address else None
+    if token is not None:
         secret = settings.unsubscribe_secret.get_secret_value() if settings.unsubscribe_secret else ""
         delivery_id = read_verp_token(secret, token)
         delivery = _delivery_by_id(conn, delivery_id) if delivery_id is not None else None
@@ -163,6 +162,8 @@ def _matches(conn: Connection, settings: Settings, report: BounceReport) -> list
         mine = [r for r in report.recipients if email_key(r.address) == email_key(delivery.email)]
         kind: Kind = "unknown" if report.kind == "not-a-bounce" else report.kind
         return [(delivery, (mine or [*report.recipients, FailedRecipient(delivery.email, kind)])[0])]
+    if settings.bounce_address and not report.original_message_id:
+        return "unmatched"  # with VERP on, an address alone is no evidence: anyone can name one
     found = [
         (delivery, recipient)
         for recipient in report.recipients
@@ -176,8 +177,11 @@ def process_bounce(engine: Engine, settings: Settings, raw: bytes, summary: Fetc
     report = parse_bounce(raw)
     message_id = report.message_id[:MAX_SOURCE]
     with engine.begin() as conn:
-        if conn.execute(sa.select(bounce_messages.c.outcome).where(bounce_messages.c.message_id == message_id)).first():
-            outcome = "seen"
+        before = conn.execute(
+            sa.select(bounce_messages.c.outcome).where(bounce_messages.c.message_id == message_id)
+        ).scalar()
+        if before is not None:
+            outcome = "not-a-bounce" if before == "not-a-bounce" else "seen"
         elif not report.is_bounce:
             outcome = "not-a-bounce"
         else:
@@ -191,9 +195,9 @@ def process_bounce(engine: Engine, settings: Settings, raw: bytes, summary: Fetc
                     status, diagnostic = said.status or "", said.diagnostic or ""
                     limit = settings.soft_bounce_limit
                     if _record(conn, delivery, kind, status, diagnostic, message_id, soft_limit=limit):
-                        summary.suppressed.append(delivery.email)
+                        summary.suppressed.append((delivery.email, "complaint" if kind == "complaint" else "bounced"))
                     outcome = kind
-        if outcome != "seen":
+        if before is None:
             conn.execute(sa.insert(bounce_messages).values(message_id=message_id, outcome=outcome, processed_at=now()))
     summary.outcomes[outcome] += 1
     return outcome
@@ -263,8 +267,8 @@ def fetch_bounces(
         poll = settings.bounce_poll_seconds
         messages = mailbox.watch(poll_seconds=poll, idle_seconds=poll, stop=stop) if watch else mailbox.messages()
         for message in messages:
-            process_bounce(engine, settings, message.raw, summary)
-            mailbox.mark_handled(message.id)
+            if process_bounce(engine, settings, message.raw, summary) != "not-a-bounce":
+                mailbox.mark_handled(message.id)  # a person's reply stays unread for the people who read the mailbox
             if progress is not None:
                 progress(summary)
             if stop is not None and stop.is_set():

@@ -7,6 +7,7 @@ twice on one issue is one bounce. No tracking pixels: opens and clicks are not m
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -40,19 +41,22 @@ class IssueReport:
     bounced_soft: int = 0
     complaints: int = 0
     unsubscribes: int = 0
+    bounced: int = 0
+    """People who bounced at all: one who bounced soft, then hard, is one (and counts under both kinds)."""
     reasons: list[BounceReason] = field(default_factory=list)
     last_sent: str | None = None
 
     @property
-    def bounced(self) -> int:
-        return self.bounced_hard + self.bounced_soft
+    def attempted(self) -> int:
+        """Messages the relay took or refused: what bounce and complaint rates are a share of."""
+        return self.sent + self.failed + self.uncertain
 
     def rate(self, figure: int) -> float:
-        """A figure as a share of the messages sent."""
-        return figure / self.sent if self.sent else 0.0
+        """A figure as a share of the messages attempted (a refusal at RCPT is a bounce that was never sent)."""
+        return figure / self.attempted if self.attempted else 0.0
 
     def as_json(self) -> dict[str, Any]:
-        return {**asdict(self), "bounced": self.bounced}
+        return asdict(self)
 
     def table(self) -> list[str]:
         """The report as aligned lines for a terminal."""
@@ -62,8 +66,9 @@ class IssueReport:
             ("failed", self.failed, ""),
             ("uncertain", self.uncertain, ""),
             ("pending", self.pending, ""),
-            ("bounced (hard)", self.bounced_hard, f"{self.rate(self.bounced_hard):.1%}"),
-            ("bounced (soft)", self.bounced_soft, f"{self.rate(self.bounced_soft):.1%}"),
+            ("bounced", self.bounced, f"{self.rate(self.bounced):.1%}"),
+            ("  hard", self.bounced_hard, f"{self.rate(self.bounced_hard):.1%}"),
+            ("  soft", self.bounced_soft, f"{self.rate(self.bounced_soft):.1%}"),
             ("complaints", self.complaints, f"{self.rate(self.complaints):.2%}"),
             ("unsubscribes", self.unsubscribes, f"{self.rate(self.unsubscribes):.1%}"),
         ]
@@ -95,6 +100,8 @@ def _fill(conn: Connection, report: IssueReport, lid: int | None) -> IssueReport
         elif status == SKIPPED:
             report.skipped = count
     last = conn.execute(sa.select(sa.func.max(deliveries.c.sent_at)).where(*row_filter)).scalar()
+    if last is not None and last.tzinfo is None:  # SQLite keeps the UTC time without its zone
+        last = last.replace(tzinfo=dt.UTC)
     report.last_sent = last.isoformat() if last is not None else None
     event_filter = [delivery_events.c.issue == report.issue] + (
         [delivery_events.c.list_id == lid] if lid is not None else []
@@ -106,6 +113,9 @@ def _fill(conn: Connection, report: IssueReport, lid: int | None) -> IssueReport
         .group_by(delivery_events.c.kind)
     ):
         setattr(report, EVENT_FIGURES[kind], count)
+    report.bounced = conn.execute(
+        sa.select(people).where(*event_filter, delivery_events.c.kind.in_(("hard", "soft")))
+    ).scalar_one()
     report.reasons = [
         BounceReason(status, count, example or "")
         for status, count, example in conn.execute(

@@ -159,7 +159,7 @@ EXAMPLE_LENGTH = 160
 
 
 def report_view(report: IssueReport) -> dict[str, object]:
-    """One issue as the Reports page draws it: each figure as text, as a share of sent and as a bar on one scale."""
+    """One issue as the Reports page draws it: each figure as text, as a share of the messages attempted and as a bar on one scale."""
     figures = [
         ("Sent", "sent", report.sent, ""),
         ("Bounced (hard)", "hard", report.bounced_hard, ".1%"),
@@ -187,7 +187,7 @@ def report_view(report: IssueReport) -> dict[str, object]:
                 "kind": kind,
                 "count": f"{count:,}",
                 "value": count,
-                "rate": (format(report.rate(count), share) if report.sent else "-") if share else "",
+                "rate": (format(report.rate(count), share) if report.attempted else "-") if share else "",
                 "width": round(count / scale * BAR_WIDTH, 2),
             }
             for label, kind, count, share in figures
