@@ -141,6 +141,7 @@ def unmerged_email_html(issue: Issue, slug: str, settings: Settings) -> str:
         "issue.mjml",
         web=False,
         recipient=PLACEHOLDERS,
+        image_base="",
         **email_context(issue, slug, settings),
     )
     return inline_css(_mjml_to_html(source), (templates_dir / "inline.css").read_text(encoding="utf-8"))

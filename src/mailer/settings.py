@@ -324,6 +324,11 @@ class Settings(BaseSettings):
         le=100,
         description="Soft bounces on different issues, with no delivery between them, that suppress an address.",
     )
+    images: Literal["hosted", "embed"] = Field(
+        "hosted",
+        description="Local images: hosted with the web version (<public_url>/<issue>/images/), or embed: inline "
+        "parts of every message (cid:), for lists without a public web such as internal staff lists.",
+    )
     dkim_key_file: Path | None = Field(None, description="PEM private key to DKIM-sign messages with.")
     dkim_selector: str | None = Field(
         None, pattern=r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$", description="DKIM selector (s=), a DNS label."

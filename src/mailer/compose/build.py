@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from mailer.compose.images import PreparedImage, total_weight_warning
 from mailer.compose.issues_folder import slug_of
 from mailer.compose.load import MAX_ISSUE_BYTES, PlacedIssue, load_placed_issue
 from mailer.compose.model import Issue
-from mailer.compose.render import RenderedIssue, render_issue
+from mailer.compose.render import IMAGES_FOLDER, RenderedIssue, render_issue
 from mailer.errors import IssueFileError, MailerError, Problem, UsageError
 from mailer.settings import Settings
 
@@ -32,9 +34,13 @@ class WrittenFile:
     path: Path
     size: int
     description: str
+    note: str | None = None
+    """A warning of its own (the images of an issue weighing over 1 MB), besides the email's size warning."""
 
     @property
     def warning(self) -> str | None:
+        if self.note:
+            return self.note
         if self.path.suffix != ".html" or self.description != "email":
             return None
         return size_warning(self.size)
@@ -76,6 +82,11 @@ def output_files(rendered: RenderedIssue, out_dir: Path) -> dict[Path, tuple[str
     }
 
 
+def image_files(rendered: RenderedIssue, out_dir: Path) -> dict[Path, PreparedImage]:
+    """The issue's local images as files beside web.html: out_dir/images/<content-hashed name>."""
+    return {out_dir / IMAGES_FOLDER / image.name: image for image in rendered.images}
+
+
 def _file_mode() -> int:
     """What open() would give a new file under the current umask (mkstemp's 0600 would hide a site from its server)."""
     umask = os.umask(0)
@@ -83,7 +94,7 @@ def _file_mode() -> int:
     return 0o666 & ~umask
 
 
-def write_atomically(files: dict[Path, str]) -> None:
+def write_atomically(files: Mapping[Path, str | bytes]) -> None:
     """Write every file to a temporary sibling first, then move them all into place.
 
     A failure before the moves (disk full, permissions) leaves every previous file as it was.
@@ -96,8 +107,8 @@ def write_atomically(files: dict[Path, str]) -> None:
             fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
             staged.append((Path(tmp_name), path))
             os.chmod(tmp_name, mode)
-            with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-                handle.write(content)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(content.encode("utf-8") if isinstance(content, str) else content)
                 handle.flush()
                 os.fsync(handle.fileno())
     except OSError as error:
@@ -118,10 +129,16 @@ def build(
         for path, issue in load_all(paths, max_bytes=settings.max_issue_bytes)
     ]
     written: list[WrittenFile] = []
-    contents: dict[Path, str] = {}
+    contents: dict[Path, str | bytes] = {}
     for result, folder in rendered:
         for path, (content, description) in output_files(result, folder).items():
             contents[path] = content
             written.append(WrittenFile(path, len(content.encode("utf-8")), description))
+        images = image_files(result, folder)
+        heavy = total_weight_warning(images.values())
+        for number, (path, image) in enumerate(images.items(), start=1):
+            contents[path] = image.data
+            note = heavy if number == len(images) else None
+            written.append(WrittenFile(path, len(image.data), f"image {image.pixel_width}x{image.pixel_height}", note))
     write_atomically(contents)
     return written

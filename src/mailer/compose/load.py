@@ -390,7 +390,7 @@ def parse_placed_issue(text: str, path: str) -> PlacedIssue:
     placeholders = [problem for problem in _placeholders(doc, path) if problem.field not in reported]
     placed = {problem.field for problem in placeholders}
     try:
-        issue = Issue.model_validate(doc.data)
+        issue = Issue.model_validate(doc.data, context={"issue_dir": Path(path).parent})  # local images beside it
     except ValidationError as error:
         details = [
             detail

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, ValidationInfo, model_validator
 
+from mailer.compose.images import ImageProblem
+from mailer.compose.issue_images import check_local_path, is_local, prepared
 from mailer.compose.markup import check_markup
 from mailer.compose.placeholders import check_greeting
-from mailer.urls import Url
+from mailer.urls import Url, check_absolute_url
 
 SCHEMA_ID = "https://github.com/mailer/mailer/schema/issue.schema.json"
 
@@ -43,11 +46,50 @@ class Link(Part):
     language: Language | None = Field(None, description="Language of the linked page, e.g. for downloads per language.")
 
 
+def _check_image_source(src: str, info: ValidationInfo) -> str:
+    """An absolute URL, or a file beside the issue that Pillow can prepare (checked here, so `mailer check` says)."""
+    if not is_local(src):
+        check_absolute_url(src)
+        return src
+    check_local_path(src)
+    folder = (info.context or {}).get("issue_dir")
+    if folder is None:
+        raise ValueError(f"a local image ({src!r}) needs the issue file's folder; give an absolute URL here")
+    try:
+        prepared(Path(folder) / src)
+    except ImageProblem as problem:
+        raise ValueError(str(problem)) from None
+    return src
+
+
+ImageSource = Annotated[
+    str,
+    AfterValidator(_check_image_source),
+    Field(
+        description="An absolute http(s) URL, or a path relative to the issue file (2016-02/budapest.jpg): "
+        "resized, stripped of metadata and published with the issue."
+    ),
+]
+
+
 class Image(Part):
-    src: Url
+    src: ImageSource
     alt: Text = Field(description="What the image shows, for readers who do not see it.")
     credit: Text | None = Field(None, description="Photo credit shown under the image.")
     url: Url | None = Field(None, description="Where a click on the image leads.")
+    _file: Path | None = PrivateAttr(None)
+
+    @model_validator(mode="after")
+    def _locate(self, info: ValidationInfo) -> Image:
+        folder = (info.context or {}).get("issue_dir")
+        if folder is not None and is_local(self.src):
+            self._file = Path(folder) / self.src
+        return self
+
+    @property
+    def file(self) -> Path | None:
+        """The local file this image is made from; None for an absolute URL."""
+        return self._file
 
 
 class Story(Part):

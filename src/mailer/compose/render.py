@@ -11,6 +11,8 @@ from typing import cast
 import mjml
 from premailer import Premailer
 
+from mailer.compose.images import PreparedImage
+from mailer.compose.issue_images import local_images, prepared
 from mailer.compose.model import Issue
 from mailer.compose.placeholders import MARKER_KEYS, GreetingLine, Trusted, greeting_lines
 from mailer.compose.template_errors import render_template
@@ -18,6 +20,9 @@ from mailer.compose.templates import default_templates_dir, environment
 from mailer.compose.text import render_text
 from mailer.errors import RenderError
 from mailer.settings import Settings
+
+IMAGES_FOLDER = "images"
+"""Beside web.html: build/<issue>/images/, and <public_url>/<issue>/images/ once published."""
 
 PLACEHOLDERS = {key: Trusted("{{" + key + "}}") for key in MARKER_KEYS}
 """Per-recipient parts left in the email files; sending fills them in for each recipient.
@@ -61,6 +66,8 @@ class RenderedIssue:
     email_html: str
     web_html: str
     text: str
+    images: tuple[PreparedImage, ...] = ()
+    """The issue's local images, prepared: written to images/ beside web.html, or embedded (images = "embed")."""
 
 
 def _mjml_to_html(source: str) -> str:
@@ -112,14 +119,28 @@ def _check_greeting_written(output: str, greetings: list[GreetingLine], template
 
 
 def email_context(issue: Issue, slug: str, settings: Settings) -> dict[str, object]:
-    """What the email templates are rendered with, besides `web` and `recipient`."""
+    """What the email templates are rendered with, besides `web`, `recipient` and `image_base`."""
     return {
         "issue": issue,
         "branding": settings.branding,
         "web_url": settings.web_url(slug),
         "archive_url": settings.archive_url,
         "greetings": _greetings(issue, settings),
+        "images": {src: prepared(file) for src, file in local_images(issue)},
     }
+
+
+def email_image_base(slug: str, settings: Settings) -> str:
+    """Where the email finds its local images: published with the web version, or inline parts (`cid:`)."""
+    return "cid:" if settings.images == "embed" else f"{settings.web_url(slug)}{IMAGES_FOLDER}/"
+
+
+def _image_heights(html: str, images: dict[str, PreparedImage], base: str) -> str:
+    """Give each local image its height attribute (MJML writes height="auto"); the CSS height stays auto."""
+    for image in images.values():
+        src = re.escape(f'src="{base}{image.name}"')
+        html = re.sub(rf'(<img\b[^>]*?)height="auto"([^>]*?{src})', rf'\g<1>height="{image.height}"\g<2>', html)
+    return html
 
 
 def render_issue(issue: Issue, slug: str, settings: Settings) -> RenderedIssue:
@@ -133,15 +154,24 @@ def render_issue(issue: Issue, slug: str, settings: Settings) -> RenderedIssue:
         raise RenderError(f"{css_file}: cannot read: {error.strerror}") from None
     context = email_context(issue, slug, settings)
     greetings = cast(list[GreetingLine], context["greetings"])
-    email_mjml = render_template(env, "issue.mjml", web=False, recipient=PLACEHOLDERS, **context)
-    web_mjml = render_template(env, "issue.mjml", web=True, recipient=None, **{**context, "greetings": []})
-    email_html = inline_css(_finish_mjml(_mjml_to_html(email_mjml)), css)
+    images = cast(dict[str, PreparedImage], context["images"])
+    email_base, web_base = email_image_base(slug, settings), f"{IMAGES_FOLDER}/"
+    email_mjml = render_template(
+        env, "issue.mjml", web=False, recipient=PLACEHOLDERS, image_base=email_base, **context
+    )
+    web_mjml = render_template(
+        env, "issue.mjml", web=True, recipient=None, image_base=web_base, **{**context, "greetings": []}
+    )
+    email_html = _image_heights(inline_css(_finish_mjml(_mjml_to_html(email_mjml)), css), images, email_base)
     text = render_text(env, recipient=PLACEHOLDERS, **context)
     _check_greeting_written(email_html, greetings, Path(templates_dir), "issue.mjml")
     _check_greeting_written(text, greetings, Path(templates_dir), "issue.txt")
     return RenderedIssue(
         slug=slug,
         email_html=email_html,
-        web_html=inline_css(_finish_mjml(_mjml_to_html(web_mjml)).replace(_EMAIL_ROLE, _WEB_ROLE, 1), css),
+        web_html=_image_heights(
+            inline_css(_finish_mjml(_mjml_to_html(web_mjml)).replace(_EMAIL_ROLE, _WEB_ROLE, 1), css), images, web_base
+        ),
         text=text,
+        images=tuple({image.name: image for image in images.values()}.values()),
     )

@@ -9,6 +9,7 @@ so the bytes are ready for SMTP DATA as they are (see smtp.py) and identical in 
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import email.quoprimime
 import html
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from email.utils import format_datetime, parseaddr
 
 from mailer.audience.addresses import envelope_address
+from mailer.compose.images import PreparedImage
 from mailer.compose.placeholders import Gap, Section, recipient_values, shown, split_markers
 from mailer.compose.render import RenderedIssue
 from mailer.delivery.dkim_signing import DkimSigner
@@ -117,6 +119,22 @@ def _joiner(segments: list[Segment], escape: Callable[[str], str]) -> Callable[[
     return join
 
 
+def _image_parts(images: tuple[PreparedImage, ...], boundary: str) -> bytes:
+    """The issue's images as inline parts the HTML names by `cid:<name>`, then the end of the related part.
+
+    Encoded once per send: each recipient's message only joins these bytes.
+    """
+    parts = []
+    for image in images:
+        encoded = base64.encodebytes(image.data).replace(b"\n", b"\r\n")
+        parts.append(
+            f"\r\n--{boundary}\r\nContent-Type: {image.media_type}\r\nContent-Transfer-Encoding: base64\r\n"
+            f'Content-ID: <{image.name}>\r\nContent-Disposition: inline; filename="{image.name}"\r\n\r\n'.encode()
+            + encoded.rstrip(b"\r\n")
+        )
+    return b"".join(parts) + f"\r\n--{boundary}--".encode()
+
+
 def sender_domain(sender: str) -> str:
     """The domain of the sender's address, as A-labels: Message-IDs and the DKIM signature name it."""
     return envelope_address(parseaddr(sender)[1]).rpartition("@")[2]
@@ -135,6 +153,7 @@ class MessageTemplate:
         list_id: str | None = None,
         unsubscribe_mailto: str | None = None,
         signer: DkimSigner | None = None,
+        embed_images: bool = False,
     ) -> None:
         _, sender_address = parseaddr(sender)
         if "@" not in sender_address:
@@ -167,6 +186,12 @@ class MessageTemplate:
         self._text_head = part_head.format(b=boundary, kind="plain").encode()
         self._html_head = b"\r\n" + part_head.format(b=boundary, kind="html").encode()
         self._tail = f"\r\n--{boundary}--\r\n".encode()
+        if embed_images and rendered.images:
+            related = f"=_mailer_related_{secrets.token_hex(12)}"
+            self._html_head = (
+                f'\r\n--{boundary}\r\nContent-Type: multipart/related; type="text/html";\r\n boundary="{related}"\r\n\r\n'
+            ).encode() + part_head.format(b=related, kind="html").encode()
+            self._tail = _image_parts(rendered.images, related) + self._tail
 
     def new_message_id(self) -> str:
         """Unique without a system call per message: a random prefix per send plus a counter.

@@ -149,6 +149,7 @@ def build_templates(
             list_id=f"{list_name} <{list_name}.{domain}>" if list_name else None,
             unsubscribe_mailto=settings.unsubscribe_mailto,
             signer=signer,
+            embed_images=settings.images == "embed",
         )
         for list_name in list_names
     ]

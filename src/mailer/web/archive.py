@@ -22,9 +22,10 @@ from pathlib import Path
 from markupsafe import Markup
 
 from mailer.compose.build import write_atomically
+from mailer.compose.images import PreparedImage
 from mailer.compose.issues_folder import IssueFile, file_stamp, is_slug, load_cached, scan_issues, slug_of
 from mailer.compose.model import Issue, human_date
-from mailer.compose.render import render_issue
+from mailer.compose.render import IMAGES_FOLDER, RenderedIssue, render_issue
 from mailer.compose.templates import default_templates_dir
 from mailer.errors import MailerError
 from mailer.settings import Settings
@@ -147,18 +148,41 @@ def _templates_stamp(settings: Settings) -> tuple[int, int]:
 
 
 @lru_cache(maxsize=32)
-def _render_web(path: Path, mtime_ns: int, size: int, same: _SettingsIdentity, templates: tuple[int, int]) -> str:
+def _render(
+    path: Path, mtime_ns: int, size: int, same: _SettingsIdentity, templates: tuple[int, int]
+) -> RenderedIssue:
     """A render costs ~40 ms; a busy archive renders each version of an issue once."""
     loaded = load_cached(path, (mtime_ns, size), max_bytes=same.settings.max_issue_bytes)
     if isinstance(loaded, tuple):
         raise MailerError("\n".join(loaded))
-    return render_issue(loaded, slug_of(path), same.settings).web_html
+    return render_issue(loaded, slug_of(path), same.settings)
 
 
 def web_page(
     folder: Path, slug: str, settings: Settings, *, today: dt.date | None = None, sent: SentLookup = _not_sent
 ) -> str | None:
     """The web version of a published issue; None for anything else (unknown, draft, dated later, broken, bad slug)."""
+    rendered = published_render(folder, slug, settings, today=today, sent=sent)
+    return rendered.web_html if rendered is not None else None
+
+
+def web_image(
+    folder: Path,
+    slug: str,
+    name: str,
+    settings: Settings,
+    *,
+    today: dt.date | None = None,
+    sent: SentLookup = _not_sent,
+) -> PreparedImage | None:
+    """One local image of a published issue, by its content-hashed name; None as web_page would say."""
+    rendered = published_render(folder, slug, settings, today=today, sent=sent)
+    return next((image for image in rendered.images if image.name == name), None) if rendered else None
+
+
+def published_render(
+    folder: Path, slug: str, settings: Settings, *, today: dt.date | None = None, sent: SentLookup = _not_sent
+) -> RenderedIssue | None:
     if not is_slug(slug):
         return None
     path = folder / f"{slug}.yaml"
@@ -170,7 +194,7 @@ def web_page(
         return None
     if not IssueFile(path, loaded).public(today or dt.date.today(), ()) and slug not in sent([slug]):
         return None
-    return _render_web(path, *stamp, _SettingsIdentity(settings), _templates_stamp(settings))
+    return _render(path, *stamp, _SettingsIdentity(settings), _templates_stamp(settings))
 
 
 def _css_font(font_family: str) -> Markup:
@@ -265,7 +289,7 @@ def _publish_target(out_dir: Path) -> Path:
     return target
 
 
-def _stage(target: Path, files: dict[str, str]) -> Path:
+def _stage(target: Path, files: dict[str, str | bytes]) -> Path:
     """Write the whole site into a hidden sibling of the target, so the swap is two renames on one file system."""
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -319,13 +343,22 @@ def publish(
         raise MailerError(
             "\n".join([*scan.problems, f"{out_dir}: not published (--strict): fix the issue files above"])
         )
-    files = {"index.html": index_page(scan.entries, settings), "feed.xml": atom_feed(scan.entries, settings)}
+    files: dict[str, str | bytes] = {
+        "index.html": index_page(scan.entries, settings),
+        "feed.xml": atom_feed(scan.entries, settings),
+    }
     templates = _templates_stamp(settings)
     for entry in scan.entries:
         stamp = file_stamp(entry.path)
         if stamp is None:
             raise MailerError(f"{entry.path}: disappeared while publishing; nothing was changed")
-        files[f"{entry.slug}/index.html"] = _render_web(entry.path, *stamp, _SettingsIdentity(settings), templates)
+        rendered = _render(entry.path, *stamp, _SettingsIdentity(settings), templates)
+        files[f"{entry.slug}/index.html"] = rendered.web_html
+        for image in rendered.images:
+            files[f"{entry.slug}/{IMAGES_FOLDER}/{image.name}"] = image.data
     _publish_target(out_dir)  # again: someone may have written into it while we rendered
     _swap(_stage(target, files), target)
-    return scan, [(out_dir / name, len(content.encode("utf-8"))) for name, content in files.items()]
+    return scan, [
+        (out_dir / name, len(content.encode("utf-8") if isinstance(content, str) else content))
+        for name, content in files.items()
+    ]

@@ -36,7 +36,7 @@ from mailer.compose.issues_folder import slug_of
 from mailer.compose.load import load_issue
 from mailer.compose.model import Issue
 from mailer.compose.placeholders import fill, recipient_values
-from mailer.compose.render import RenderedIssue, render_issue
+from mailer.compose.render import RenderedIssue, email_image_base, render_issue
 from mailer.compose.templates import default_templates_dir
 from mailer.delivery.report import IssueReport, sent_issue_reports
 from mailer.errors import MailerError
@@ -275,12 +275,27 @@ def create_app(previewer: Previewer) -> Starlette:
         headers = {"Cache-Control": "no-store"}
         values = sample_recipient(nameless=request.query_params.get("nameless") == "1")
         if kind == "email.html":
-            return HTMLResponse(fill(rendered.email_html, values, html.escape), headers=headers)
+            email = rendered.email_html
+            if previewer.settings is not None and rendered.images:  # published or inline later; served here now
+                email = email.replace(f'src="{email_image_base(rendered.slug, previewer.settings)}', 'src="images/')
+            return HTMLResponse(fill(email, values, html.escape), headers=headers)
         if kind == "web.html":
             return HTMLResponse(rendered.web_html, headers=headers)
         if kind == "email.txt":
             return PlainTextResponse(fill(rendered.text, values), headers=headers)
         return PlainTextResponse("not found", status_code=404)
+
+    async def image(request: Request) -> Response:
+        """The issue's local images, so authors see their photos before publishing."""
+        try:
+            preview = preview_or_404(request)
+        except LookupError:
+            return PlainTextResponse("no such issue", status_code=404)
+        name = request.path_params["name"]
+        found = next((i for i in (preview.rendered.images if preview.rendered else ()) if i.name == name), None)
+        if found is None:
+            return PlainTextResponse("no such image", status_code=404)
+        return Response(found.data, media_type=found.media_type, headers={"Cache-Control": "no-store"})
 
     async def events(request: Request) -> Response:
         slug = request.path_params["slug"]
@@ -305,6 +320,7 @@ def create_app(previewer: Previewer) -> Starlette:
         Route("/reports", reports),
         Route("/issue/{slug}/", page),
         Route("/issue/{slug}/events", events),
+        Route("/issue/{slug}/images/{name}", image),
         Route("/issue/{slug}/{kind}", output),
     ]
     return Starlette(routes=routes)

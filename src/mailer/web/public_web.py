@@ -422,6 +422,23 @@ class PublicWeb:
             return self.page(request, "message.html", status=404, title="Not found", text="There is no such issue.")
         return HTMLResponse(html, headers=SECURITY_HEADERS)
 
+    async def web_image(self, request: Request) -> Response:
+        """A local image of a published issue; its name holds a hash of its bytes, so it never changes: cache it."""
+        try:
+            image = await run_in_threadpool(
+                partial(archive.web_image, sent=self.went_out),
+                self.settings.issues_dir,
+                request.path_params["slug"],
+                request.path_params["name"],
+                self.settings,
+            )
+        except MailerError as error:
+            return self.unavailable(request, error)
+        if image is None:
+            return PlainTextResponse("no such image", status_code=404, headers=SECURITY_HEADERS)
+        headers = {**SECURITY_HEADERS, "Cache-Control": "public, max-age=31536000, immutable"}
+        return Response(image.data, media_type=image.media_type, headers=headers)
+
     async def web_version_redirect(self, request: Request) -> Response:
         return RedirectResponse(f"{request.url.path}/", status_code=308)
 
@@ -436,6 +453,7 @@ def _routes(web: PublicWeb) -> list[Route]:
         Route("/subscribe/{list}", web.subscribe_post, methods=["POST"]),
         Route("/confirm/{token}", web.confirm_page, methods=["GET"]),
         Route("/confirm/{token}", web.confirm_post, methods=["POST"]),
+        Route("/{slug}/images/{name}", web.web_image),
         Route("/{slug}/", web.web_version),
         Route("/{slug}", web.web_version_redirect),
     ]
