@@ -226,3 +226,22 @@ def test_the_preview_shows_the_photos_before_they_are_published(preview: Preview
     assert name
     with urllib.request.urlopen(f"{preview.url}/issue/2016-03/images/{name.group(1)}") as answer:
         assert answer.headers["Content-Type"] in ("image/jpeg", "image/png")
+
+
+def test_a_local_logo_and_icons_from_the_config_are_prepared_and_published_with_the_issue(project: Path) -> None:
+    Image.new("RGBA", (640, 160), (255, 255, 255, 255)).save(project / "logo.png")
+    Image.new("RGBA", (96, 96), (255, 255, 255, 0)).save(project / "icon.png")
+    config = (project / "mailer.toml").read_text(encoding="utf-8")
+    config = re.sub(r'src = "https://[^"]*logo[^"]*"', 'src = "logo.png"', config)
+    config = re.sub(r'icon = "https://[^"]*"', 'icon = "icon.png"', config)
+    (project / "mailer.toml").write_text(config, encoding="utf-8")
+    pages = render(project)
+    names = {path.name.split("-")[0] for path in (project / "out" / "images").iterdir()}
+    assert names == {"budapest", "emblem", "logo", "icon"}
+    logo = next((project / "out" / "images").glob("logo-*.png"))
+    assert Image.open(logo).size == (320, 80), "twice the logo's display width of 160 px"
+    assert f'src="https://newsletter.icmpd.org/2016-03/images/{logo.name}"' in pages["email.html"]
+    assert f'content="https://newsletter.icmpd.org/2016-03/images/{logo.name}"' in pages["web.html"]
+    (project / "logo.png").unlink()
+    result = run_cli("render", "issues/2016-03.yaml", "-o", "out", cwd=project)
+    assert result.exit_code == 1 and result.stderr.startswith("branding.logo.src: logo.png: no such file")

@@ -34,7 +34,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from mailer.errors import ConfigError
 from mailer.settings_sources import MASK as MASK  # shown for secrets and URL passwords alike
 from mailer.settings_sources import SettingsSources, read_dotenv
-from mailer.urls import Url
+from mailer.urls import Url, check_absolute_url
 
 CONFIG_ENV = "MAILER_CONFIG"
 DEFAULT_CONFIG = Path("mailer.toml")
@@ -160,6 +160,22 @@ PublicUrl = Annotated[Url, AfterValidator(check_no_credentials)]
 """A URL that goes into emails and web pages: absolute, and without credentials."""
 
 
+def check_image_location(value: str) -> str:
+    """An absolute URL without credentials, or a local image file (prepared and published like an issue's)."""
+    if value.lower().startswith(("http://", "https://")):
+        return check_no_credentials(check_absolute_url(value))
+    if "://" in value or value.startswith("mailto:") or any(ord(char) < 32 for char in value):
+        raise ValueError(f"must be an absolute http(s) URL or the path of an image file, got {value!r}")
+    return value
+
+
+ImageLocation = Annotated[
+    str,
+    AfterValidator(check_image_location),
+    Field(description="An absolute http(s) URL, or an image file (relative to the folder mailer runs in)."),
+]
+
+
 class _Config(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
@@ -172,7 +188,7 @@ class _Config(BaseModel):
 
 
 class Logo(_Config):
-    src: PublicUrl
+    src: ImageLocation
     alt: str = Field(min_length=1)
     width: int = Field(180, ge=16, le=600)
 
@@ -189,7 +205,7 @@ class Colours(_Config):
 class SocialAccount(_Config):
     label: str = Field(min_length=1, description='The link text beside the icon, e.g. "Twitter"; the icon itself is decorative.')
     url: PublicUrl
-    icon: PublicUrl
+    icon: ImageLocation
 
 
 class Branding(_Config):

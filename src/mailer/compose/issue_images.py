@@ -13,9 +13,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from mailer.compose.images import PreparedImage, prepare_image
+from mailer.settings import Branding
 
 CONTENT_WIDTH = 552
 """An image in the layout's one column: 600 px less the 24 px padding on each side."""
+SOCIAL_ICON_WIDTH = 24
 LOCAL_PATH = re.compile(r"(?![/\\])(?!.*(?:^|/)\.\.(?:/|$))[^\\\x00-\x1f?#]+")
 """A relative path inside the issue's folder: not absolute, no `..`, no backslashes, no query."""
 
@@ -45,6 +47,15 @@ def prepared(path: Path, display_width: int = CONTENT_WIDTH) -> PreparedImage:
     except OSError:
         stamp = (0, 0)  # prepare_image says what is wrong
     return _prepared(path, stamp, display_width)
+
+
+def branding_images(branding: Branding) -> Iterator[tuple[str, Path, int, str]]:
+    """(src, file, display width, setting) of the logo and social icons that are local files."""
+    if branding.logo is not None and is_local(branding.logo.src):
+        yield branding.logo.src, Path(branding.logo.src), branding.logo.width, "branding.logo.src"
+    for number, account in enumerate(branding.social):
+        if is_local(account.icon):
+            yield account.icon, Path(account.icon), SOCIAL_ICON_WIDTH, f"branding.social[{number}].icon"
 
 
 def local_images(issue: object) -> Iterator[tuple[str, Path]]:

@@ -11,8 +11,8 @@ from typing import cast
 import mjml
 from premailer import Premailer
 
-from mailer.compose.images import PreparedImage
-from mailer.compose.issue_images import local_images, prepared
+from mailer.compose.images import ImageProblem, PreparedImage
+from mailer.compose.issue_images import branding_images, local_images, prepared
 from mailer.compose.model import Issue
 from mailer.compose.placeholders import MARKER_KEYS, GreetingLine, Trusted, greeting_lines
 from mailer.compose.template_errors import render_template
@@ -126,8 +126,21 @@ def email_context(issue: Issue, slug: str, settings: Settings) -> dict[str, obje
         "web_url": settings.web_url(slug),
         "archive_url": settings.archive_url,
         "greetings": _greetings(issue, settings),
-        "images": {src: prepared(file) for src, file in local_images(issue)},
+        "images": {
+            **{src: prepared(file) for src, file in local_images(issue)},
+            **_branding_images(settings),
+        },
     }
+
+
+def _branding_images(settings: Settings) -> dict[str, PreparedImage]:
+    images = {}
+    for src, file, width, setting in branding_images(settings.branding):
+        try:
+            images[src] = prepared(file, width)
+        except ImageProblem as problem:
+            raise RenderError(f"{setting}: {problem}") from None
+    return images
 
 
 def email_image_base(slug: str, settings: Settings) -> str:
