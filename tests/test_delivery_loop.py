@@ -379,3 +379,124 @@ def test_with_verp_on_a_bounce_without_a_token_is_matched_only_by_our_message_id
     without_id = re.sub(rb"(?im)^Message-ID:.*\r\n", b"", dsn(message, "5.1.1", "550 x", bounce_id="t2"), count=1)
     without_ours = without_id.replace(b"Message-ID:", b"X-Was-Message-ID:")
     assert process_bounce(staff, settings, without_ours, summary) == "unmatched", "an address alone is no evidence"
+
+
+# --- what an adversary tried --------------------------------------------------------------------
+
+
+def plain_env(env: dict[str, str]) -> dict[str, str]:
+    """The environment without bounce_address: bounces come back to the sender's address."""
+    return {**env, "MAILER_BOUNCE_ADDRESS": ""}
+
+
+def test_without_verp_an_address_without_our_message_id_suppresses_nobody(
+    workdir: Path, env: dict[str, str], staff: Engine, smtp_server: SMTPServer, dovecot: DovecotServer
+) -> None:
+    assert mailer(workdir, plain_env(env), "send", "issues/2016-02.yaml", "--list", "staff")[0] == 3
+    forged = (
+        b"From: MAILER-DAEMON@evil.example\r\nTo: newsletter@icmpd.org\r\nSubject: failure notice\r\n"
+        b"Message-ID: <f1@evil>\r\nX-Failed-Recipients: ana@example.org\r\n\r\n"
+        b"<ana@example.org>:\r\n550 5.1.1 no such user\r\n"
+    )
+    dovecot.deliver(forged)
+    genuine_without_id = re.sub(
+        rb"(?im)^Message-ID: <[^>]*@icmpd\.org>\r\n",
+        b"",
+        dsn(sent_to(smtp_server)["gone@example.org"], "5.1.1", "550", bounce_id="g"),
+    )
+    dovecot.deliver(genuine_without_id)
+    dovecot.deliver(dsn(sent_to(smtp_server)["gone@example.org"], "5.1.1", "550 User unknown", bounce_id="g2"))
+    code, out, _ = mailer(workdir, plain_env(env), "bounces", "fetch")
+    assert code == 0 and out.endswith("3 messages read: 1 hard, 2 unmatched; 1 address suppressed\n"), out
+    assert set(suppressed(staff)) == {"nouser-1@example.org", "gone@example.org"}
+
+
+def test_an_old_token_never_names_whoever_got_its_row_id_after_a_list_was_deleted(
+    workdir: Path, env: dict[str, str], database_url: str, smtp_server: SMTPServer
+) -> None:
+    engine = open_database(database_url)
+    for name, person in (("old", "ana@example.org"), ("new", "victim@example.org")):
+        create_list(engine, name)
+        add_subscriber(engine, name, person)
+    mailer(workdir, env, "send", "issues/2016-02.yaml", "--list", "old")
+    old = sent_to(smtp_server)["ana@example.org"]
+    assert mailer(workdir, env, "lists", "delete", "old", "--yes", "--force")[0] == 0
+    mailer(workdir, env, "send", "issues/2016-02.yaml", "--list", "new")
+    settings = load_settings(ROOT / "mailer.toml", unsubscribe_secret=SECRET, bounce_address=BOUNCES)
+    outcome = process_bounce(engine, settings, dsn(old, "5.1.1", "550 User unknown", bounce_id="late"), FetchSummary())
+    assert outcome in ("forged", "unmatched") and suppressed(engine) == {}
+    engine.dispose()
+
+
+def test_nul_bytes_in_a_bounce_and_two_fetches_at_once_are_taken_in_stride(
+    workdir: Path, env: dict[str, str], staff: Engine, smtp_server: SMTPServer, tmp_path: Path
+) -> None:
+    mailer(workdir, env, "send", "issues/2016-02.yaml", "--list", "staff")
+    maildir = tmp_path / "Maildir"
+    for sub in ("cur", "new", "tmp"):
+        (maildir / sub).mkdir(parents=True)
+    bounces = [
+        dsn(message, "5.1.1", "550 5.1.1 User\x00 unknown", bounce_id=f"n{address}")
+        for address, message in sent_to(smtp_server).items()
+    ]
+    bounces.append(b"From: someone@example.org\r\nMessage-ID: <a\x00b@evil>\r\nSubject: hi\r\n\r\nhello\r\n")
+    for number, raw in enumerate(bounces * 20):  # the same bounces many times over: each counts once
+        (maildir / "new" / f"{number}.eml").write_bytes(raw)
+    fetch_env = {**env, "MAILER_BOUNCE_MAILBOX": str(maildir), "PYTHONUNBUFFERED": "1"}
+    children = [
+        start_mailer("bounces", "fetch", cwd=workdir, env=fetch_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for _ in range(2)
+    ]
+    results = [(child.communicate(timeout=120), child.returncode) for child in children]
+    assert [code for _, code in results] == [0, 0], [err for (_, err), _ in results]
+    with staff.connect() as conn:
+        events = Counter(
+            conn.execute(sa.select(delivery_events.c.email).where(delivery_events.c.kind == "hard")).scalars()
+        )
+    assert set(events.values()) == {1} and len(events) == 5, events  # nouser-1 was refused during the send
+
+
+def test_a_lifted_suppression_starts_the_soft_bounce_count_again(
+    workdir: Path, env: dict[str, str], staff: Engine, smtp_server: SMTPServer
+) -> None:
+    settings = load_settings(ROOT / "mailer.toml", unsubscribe_secret=SECRET, bounce_address=BOUNCES)
+    text = (ROOT / "issues" / "2016-02.yaml").read_text(encoding="utf-8")
+    for number in range(3, 7):
+        (workdir / "issues" / f"2016-0{number}.yaml").write_text(
+            text.replace("date: 2016-02-", f"date: 2016-0{number}-", 1)
+        )
+        smtp_server.recorder.messages.clear()
+        mailer(workdir, env, "send", f"issues/2016-0{number}.yaml", "--list", "staff")
+        raw = dsn(sent_to(smtp_server)["full@example.org"], "4.2.2", "452 Mailbox full", bounce_id=f"s{number}")
+        process_bounce(staff, settings, raw, FetchSummary())
+        if number == 5:
+            assert suppressed(staff).get("full@example.org") == "bounced"
+            assert mailer(workdir, env, "resubscribe", "full@example.org")[0] == 0
+    assert "full@example.org" not in suppressed(staff), "one soft bounce after a fresh start is not three"
+
+
+@pytest.mark.parametrize(
+    ("mailbox", "says"),
+    [("imaps://u@[::1/INBOX", "cannot read it as a URL"), ("mailer.toml", "not an mbox file")],
+)
+def test_a_mailbox_that_cannot_be_read_is_one_line(workdir: Path, env: dict[str, str], mailbox: str, says: str) -> None:
+    code, _, err = mailer(workdir, {**env, "MAILER_BOUNCE_MAILBOX": mailbox}, "bounces", "fetch")
+    assert code == 3 and says in err and err.count("\n") == 1, err
+
+
+def test_a_nul_in_an_argument_is_one_line(workdir: Path, env: dict[str, str], staff: Engine) -> None:
+    for args in (
+        ["subscribers", "show", "a\x00b@example.org"],
+        ["subscribers", "list", "staff", "--search", "\x00"],
+        ["report", "\x00"],
+    ):
+        code, _, err = mailer(workdir, env, *args)
+        assert code == 2 and "NUL" in err and err.count("\n") == 1
+
+
+def test_copies_of_a_bounce_without_a_message_id_count_once() -> None:
+    from mailer.delivery.bounce_parse import parse_bounce
+
+    body = b"From: MAILER-DAEMON@mx\r\nSubject: failure\r\n\r\n<a@example.org>: 550 no such user\r\n"
+    copies = [body, b"Received: from relay\r\n" + body, body.replace(b"\r\n", b"\n")]
+    assert len({parse_bounce(raw).message_id for raw in copies}) == 1

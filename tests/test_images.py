@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import pickle
 import re
 import struct
 import zlib
@@ -185,7 +186,7 @@ def test_cmyk_jpeg_comes_out_rgb_in_about_the_same_colour(tmp_path: Path) -> Non
 
 def test_animated_gif_is_refused_rather_than_frozen(tmp_path: Path) -> None:
     source = tmp_path / "spinner.gif"
-    frames = [Image.new("P", (50, 50), i) for i in range(3)]
+    frames = [Image.new("RGB", (50, 50), colour) for colour in (RED, BLUE, (0, 255, 0))]
     frames[0].save(source, "GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
     with pytest.raises(ImageProblem) as caught:
         prepare_image(source, 552)
@@ -237,6 +238,12 @@ def problem(path: Path) -> str:
 
 def test_missing_file(tmp_path: Path) -> None:
     assert problem(tmp_path / "nowhere.jpg") == "no such file"
+
+
+def test_problem_survives_pickling_with_its_path_and_reason(tmp_path: Path) -> None:
+    original = ImageProblem(tmp_path / "a.jpg", "no such file")
+    copy = pickle.loads(pickle.dumps(original))
+    assert (str(copy), copy.path, copy.reason) == (str(original), original.path, original.reason)
 
 
 def test_directory(tmp_path: Path) -> None:

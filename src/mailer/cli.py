@@ -54,6 +54,11 @@ def reports_errors(command: Callable[P, R]) -> Callable[P, R]:
 
     @wraps(command)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        given = [value for value in kwargs.values() if isinstance(value, str)]
+        given += [item for value in kwargs.values() if isinstance(value, tuple) for item in value if isinstance(item, str)]
+        if any("\x00" in value for value in given):
+            click.echo("an argument contains a NUL character; no address, name or list has one", err=True)
+            sys.exit(ExitStatus.USAGE)
         try:
             return command(*args, **kwargs)
         except MailerError as error:
@@ -732,6 +737,9 @@ def bounces_fetch(watch: bool, config_file: Path | None) -> None:
         for address, reason in summary.suppressed[shown:]:
             click.echo(f"suppressed ({reason}): {address}")
         shown = len(summary.suppressed)
+        for problem in summary.problems:
+            click.echo(problem, err=True)
+        summary.problems.clear()
 
     if watch:
         click.echo(
@@ -748,6 +756,8 @@ def bounces_fetch(watch: bool, config_file: Path | None) -> None:
         click.echo("interrupted; run mailer bounces fetch again to read the rest", err=True)
         raise SystemExit(ExitStatus.DELIVERY_FAILED) from None
     click.echo(summary.line())
+    if summary.outcomes["left unread"]:
+        raise SystemExit(ExitStatus.DELIVERY_FAILED)
 
 
 @cli.command()

@@ -74,6 +74,9 @@ class ImageProblem(MailerError):
         self.reason = reason
         super().__init__(f"{path}: {reason}")
 
+    def __reduce__(self) -> tuple[type[ImageProblem], tuple[Path, str]]:
+        return (type(self), (self.path, self.reason))  # survives pickling (worker processes)
+
 
 def prepare_image(path: Path, display_width: int) -> PreparedImage:
     """The file at `path`, ready to be shown `display_width` CSS px wide (or narrower, if it has fewer pixels)."""
@@ -169,6 +172,7 @@ def _decode(path: Path, file: io.BufferedReader, display_width: int) -> tuple[Im
 
 
 def _check_size(path: Path, size: tuple[int, int]) -> None:
+    """Zero size, and the bomb limit again: `catch_warnings` is process-wide, so another thread may have reset it."""
     width, height = size
     if width < 1 or height < 1:
         raise ImageProblem(path, f"the image has zero size ({width}x{height} pixels)")
@@ -179,11 +183,10 @@ def _check_size(path: Path, size: tuple[int, int]) -> None:
 
 def _bomb(error: Exception) -> str:
     """Pillow's bomb message, said for people: how big, against which limit."""
-    numbers = [int(n) for n in re.findall(r"\d+", str(error))]
-    limit = Image.MAX_IMAGE_PIXELS or 0
-    pixels = numbers[0] if numbers else 0
+    numbers = re.findall(r"\d+", str(error))
+    pixels = f"{int(numbers[0]):,} pixels" if numbers else "too many pixels"
     return (
-        f"{pixels:,} pixels, more than Pillow's limit of {limit:,} (a decompression bomb?); "
+        f"{pixels}, more than Pillow's limit of {Image.MAX_IMAGE_PIXELS or 0:,} (a decompression bomb?); "
         "no newsletter photo needs that many: save it smaller"
     )
 

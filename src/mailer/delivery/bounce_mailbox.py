@@ -176,7 +176,10 @@ class IMAPMailbox(Mailbox):
         handled_folder: str | None,
         timeout: float,
     ) -> None:
-        url = urllib.parse.urlsplit(location)
+        try:
+            url = urllib.parse.urlsplit(location)
+        except ValueError as error:  # an unclosed IPv6 bracket, say
+            raise BounceMailboxError(f"bounce mailbox {location}: cannot read it as a URL: {error}") from None
         self.implicit_tls = url.scheme.lower() == "imaps"
         self.host = url.hostname or ""
         try:
@@ -448,6 +451,8 @@ class MaildirMailbox(Mailbox):
         folder = self.path if self.handled_folder is None else self._subfolder(self.handled_folder)
         try:
             path.rename(folder / "cur" / f"{key}:2,{flags}")
+        except FileNotFoundError:
+            return  # another fetch running at the same time handled it first
         except OSError as error:
             raise BounceMailboxError(
                 f"bounce mailbox {self.name}: cannot mark {key} handled: {error.strerror}"
@@ -475,6 +480,16 @@ class MboxMailbox(Mailbox):
         self.name = name
         if not path.is_file():
             raise BounceMailboxError(f"bounce mailbox {name}: no such mbox file {path}")
+        try:
+            with path.open("rb") as file:
+                start = file.read(5)
+        except OSError as error:
+            raise BounceMailboxError(f"bounce mailbox {name}: cannot read it: {error.strerror}") from None
+        if start and start != b"From ":
+            raise BounceMailboxError(
+                f"bounce mailbox {name}: not an mbox file (it does not start with 'From '); "
+                "give an mbox file, a Maildir folder or an imaps:// URL"
+            )
 
     def messages(self) -> Iterator[MailboxMessage]:
         try:

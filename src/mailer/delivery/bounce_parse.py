@@ -209,8 +209,14 @@ def _headers(message: Message, name: str) -> list[str]:
 
 
 def _own_message_id(message: Message, raw: bytes) -> str:
+    """Its Message-ID, else a digest of its body with line endings made alike: copies of one bounce that differ
+    in their headers (a Received line more) or line endings (mbox against IMAP) get the same digest."""
     found = _MESSAGE_ID.search(_header(message, "message-id"))
-    return found.group(0) if found else "sha256:" + hashlib.sha256(raw).hexdigest()
+    if found:
+        return found.group(0)
+    text = raw.replace(b"\r\n", b"\n")
+    _, gap, body = text.partition(b"\n\n")
+    return "sha256:" + hashlib.sha256(body if gap else text).hexdigest()
 
 
 def _parts(message: Message) -> list[Message]:

@@ -2,8 +2,8 @@
 
 A bounce is matched to the delivery it is about by its VERP token (bounce_address set: every message's envelope
 sender names its delivery, and only a genuine token is acted on), otherwise by the Message-ID we gave the
-message together with the address it reports (Original-Recipient, else Final-Recipient); a report naming an
-address but no Message-ID of ours is matched to the last message sent to that address.
+message together with the address it reports (Original-Recipient, else Final-Recipient). A report naming an
+address but no Message-ID of ours is about nobody we can tell: anyone can write an address.
 
 Policy (settings): a hard bounce suppresses the address at once (`bounced`, with the diagnostic); a complaint
 suppresses it everywhere (`complaint`); `soft_bounce_limit` soft bounces on different issues, with no delivery
@@ -19,15 +19,17 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from mailer.audience.addresses import email_key
 from mailer.audience.database import bounce_messages, deliveries, delivery_events, now, subscribers, suppressions
 from mailer.delivery.bounce_mailbox import open_mailbox
 from mailer.delivery.bounce_parse import BounceReport, FailedRecipient, Kind, parse_bounce
-from mailer.delivery.verp import read_verp_token
+from mailer.delivery.verp import genuine, token_delivery
 from mailer.errors import ConfigError
 from mailer.settings import Settings
 
@@ -53,6 +55,7 @@ class FetchSummary:
 
     outcomes: Counter[str] = field(default_factory=Counter)
     suppressed: list[tuple[str, str]] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
 
     def line(self) -> str:
         from mailer.wording import plural
@@ -63,13 +66,25 @@ class FetchSummary:
         return f"{plural(read, 'message')} read" + (f": {', '.join(parts)}" if parts else "") + suppressed
 
 
+def _insert_new(conn: Connection, table: sa.Table, **values: Any) -> bool:
+    """INSERT unless the key is taken (by a fetch running at the same time, say); True if this one inserted it."""
+    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    key = next(iter(table.primary_key.columns))
+    statement = insert(table).values(**values).on_conflict_do_nothing().returning(key)
+    return conn.execute(statement).first() is not None  # rowcount is 1 either way through psycopg
+
+
+def _storable(text: str) -> str:
+    """Text as PostgreSQL can store it: no NUL, which a hostile bounce may carry anywhere."""
+    return text.replace("\x00", "")
+
+
 def _suppress(conn: Connection, address: str, reason: str, note: str) -> bool:
     """Suppress an address everywhere; a complaint outranks an earlier reason. True if it was not suppressed."""
     key = email_key(address)
     current = conn.execute(sa.select(suppressions.c.reason).where(suppressions.c.email_key == key)).scalar()
     if current is None:
-        conn.execute(sa.insert(suppressions).values(email_key=key, reason=reason, note=note[:1000], created_at=now()))
-        return True
+        return _insert_new(conn, suppressions, email_key=key, reason=reason, note=note[:1000], created_at=now())
     if reason == "complaint" and current != "complaint":
         conn.execute(
             sa.update(suppressions).where(suppressions.c.email_key == key).values(reason=reason, note=note[:1000])
@@ -78,20 +93,30 @@ def _suppress(conn: Connection, address: str, reason: str, note: str) -> bool:
 
 
 def _soft_run(conn: Connection, subscriber_id: int) -> int:
-    """Issues in a row, newest first, whose delivery to this subscriber soft-bounced, up to one that came back clean."""
+    """Issues in a row, newest first, whose delivery to this subscriber soft-bounced, up to one that came back clean
+    or to the last time a suppression was lifted by hand (a fresh start)."""
+    lifted = conn.execute(
+        sa.select(sa.func.max(delivery_events.c.created_at)).where(
+            delivery_events.c.subscriber_id == subscriber_id, delivery_events.c.kind == "resubscribe"
+        )
+    ).scalar()
+    since = [delivery_events.c.created_at > lifted] if lifted is not None else []
     bounced = {
         row.issue: row.kind
         for row in conn.execute(
             sa.select(delivery_events.c.issue, delivery_events.c.kind).where(
-                delivery_events.c.subscriber_id == subscriber_id, delivery_events.c.kind.in_(("soft", "hard"))
+                delivery_events.c.subscriber_id == subscriber_id,
+                delivery_events.c.kind.in_(("soft", "hard")),
+                *since,
             )
         )
     }
     run = 0
     seen: set[str] = set()
+    sent_since = [deliveries.c.sent_at > lifted] if lifted is not None else []
     for (issue,) in conn.execute(
         sa.select(deliveries.c.issue)
-        .where(deliveries.c.subscriber_id == subscriber_id, deliveries.c.sent_at.is_not(None))
+        .where(deliveries.c.subscriber_id == subscriber_id, deliveries.c.sent_at.is_not(None), *sent_since)
         .order_by(deliveries.c.sent_at.desc())
     ):
         if issue in seen:
@@ -114,9 +139,9 @@ def _record(
             issue=delivery.issue,
             list_id=delivery.list_id,
             kind=kind,
-            status=status,
-            diagnostic=diagnostic[:MAX_DIAGNOSTIC],
-            source=source[:MAX_SOURCE],
+            status=_storable(status)[:16],
+            diagnostic=_storable(diagnostic)[:MAX_DIAGNOSTIC],
+            source=_storable(source)[:MAX_SOURCE],
             created_at=now(),
         )
     )
@@ -138,14 +163,14 @@ def _delivery_by_id(conn: Connection, delivery_id: int) -> _Delivery | None:
     return _Delivery(*row) if row else None
 
 
-def _delivery_by_message(conn: Connection, message_id: str | None, address: str) -> _Delivery | None:
-    """Our message to this address: by its Message-ID when the bounce quotes it, else the last one sent there."""
+def _delivery_by_message(conn: Connection, message_id: str, address: str) -> _Delivery | None:
+    """Our message with this Message-ID to this address (Message-IDs carry a keyed hash: nobody can guess one)."""
     sid = conn.execute(sa.select(subscribers.c.id).where(subscribers.c.email_key == email_key(address))).scalar()
     if sid is None:
         return None
-    query = sa.select(*_DELIVERY_COLUMNS).where(deliveries.c.subscriber_id == sid, deliveries.c.sent_at.is_not(None))
-    if message_id:
-        query = query.where(deliveries.c.message_id == message_id)
+    query = sa.select(*_DELIVERY_COLUMNS).where(
+        deliveries.c.subscriber_id == sid, deliveries.c.sent_at.is_not(None), deliveries.c.message_id == message_id
+    )
     row = conn.execute(query.order_by(deliveries.c.sent_at.desc()).limit(1)).first()
     return _Delivery(*row) if row else None
 
@@ -155,15 +180,19 @@ def _matches(conn: Connection, settings: Settings, report: BounceReport) -> list
     token = report.verp_token(settings.bounce_address) if settings.bounce_address else None
     if token is not None:
         secret = settings.unsubscribe_secret.get_secret_value() if settings.unsubscribe_secret else ""
-        delivery_id = read_verp_token(secret, token)
-        delivery = _delivery_by_id(conn, delivery_id) if delivery_id is not None else None
+        delivery_id = token_delivery(token)
+        if delivery_id is None:
+            return "forged"
+        delivery = _delivery_by_id(conn, delivery_id)
         if delivery is None:
+            return "unmatched"  # a delivery since deleted (with its list), or an id never given
+        if not genuine(secret, token, delivery.email):
             return "forged"
         mine = [r for r in report.recipients if email_key(r.address) == email_key(delivery.email)]
         kind: Kind = "unknown" if report.kind == "not-a-bounce" else report.kind
         return [(delivery, (mine or [*report.recipients, FailedRecipient(delivery.email, kind)])[0])]
-    if settings.bounce_address and not report.original_message_id:
-        return "unmatched"  # with VERP on, an address alone is no evidence: anyone can name one
+    if not report.original_message_id:
+        return "unmatched"  # an address alone is no evidence: anyone can write one
     found = [
         (delivery, recipient)
         for recipient in report.recipients
@@ -175,9 +204,11 @@ def _matches(conn: Connection, settings: Settings, report: BounceReport) -> list
 def process_bounce(engine: Engine, settings: Settings, raw: bytes, summary: FetchSummary) -> str:
     """Read one message of the bounce mailbox into events, once; returns its outcome (see FetchSummary)."""
     report = parse_bounce(raw)
-    message_id = report.message_id[:MAX_SOURCE]
+    message_id = _storable(report.message_id)[:MAX_SOURCE]
     with engine.begin() as conn:
-        before = conn.execute(
+        # claimed first: a fetch running at the same time waits here, then finds it taken
+        claimed = _insert_new(conn, bounce_messages, message_id=message_id, outcome="reading", processed_at=now())
+        before = None if claimed else conn.execute(
             sa.select(bounce_messages.c.outcome).where(bounce_messages.c.message_id == message_id)
         ).scalar()
         if before is not None:
@@ -192,13 +223,15 @@ def process_bounce(engine: Engine, settings: Settings, raw: bytes, summary: Fetc
                 outcome = "unmatched"
                 for delivery, said in matched:
                     kind = said.kind if report.kind != "complaint" else "complaint"
-                    status, diagnostic = said.status or "", said.diagnostic or ""
+                    status, diagnostic = _storable(said.status or ""), _storable(said.diagnostic or "")
                     limit = settings.soft_bounce_limit
                     if _record(conn, delivery, kind, status, diagnostic, message_id, soft_limit=limit):
                         summary.suppressed.append((delivery.email, "complaint" if kind == "complaint" else "bounced"))
                     outcome = kind
-        if before is None:
-            conn.execute(sa.insert(bounce_messages).values(message_id=message_id, outcome=outcome, processed_at=now()))
+        if claimed:
+            conn.execute(
+                sa.update(bounce_messages).where(bounce_messages.c.message_id == message_id).values(outcome=outcome)
+            )
     summary.outcomes[outcome] += 1
     return outcome
 
@@ -267,7 +300,16 @@ def fetch_bounces(
         poll = settings.bounce_poll_seconds
         messages = mailbox.watch(poll_seconds=poll, idle_seconds=poll, stop=stop) if watch else mailbox.messages()
         for message in messages:
-            if process_bounce(engine, settings, message.raw, summary) != "not-a-bounce":
+            try:
+                outcome = process_bounce(engine, settings, message.raw, summary)
+            except sa.exc.DBAPIError as error:  # one message the database refuses: say so, leave it, read on
+                reason = str(error.orig or error).strip().splitlines()[0]
+                summary.problems.append(f"bounce mailbox {mailbox.name}: message {message.id} left unread: {reason}")
+                summary.outcomes["left unread"] += 1
+                if progress is not None:
+                    progress(summary)
+                continue
+            if outcome != "not-a-bounce":
                 mailbox.mark_handled(message.id)  # a person's reply stays unread for the people who read the mailbox
             if progress is not None:
                 progress(summary)

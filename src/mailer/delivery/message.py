@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import email.quoprimime
+import hashlib
 import html
 import itertools
 import secrets
@@ -164,6 +165,8 @@ class MessageTemplate:
         self.signer = signer
         self._message_ids = itertools.count(1)
         self._message_id_prefix = f"{int(time.time())}.{secrets.token_hex(6)}"
+        self._message_id_key = secrets.token_bytes(16)
+        """Each Message-ID ends in a keyed hash of its number: one message's id does not give away the others'."""
         boundary = f"=_mailer_{secrets.token_hex(16)}"
         sender_name, _ = parseaddr(sender)
         head = [
@@ -194,13 +197,15 @@ class MessageTemplate:
             self._tail = _image_parts(rendered.images, related) + self._tail
 
     def new_message_id(self) -> str:
-        """Unique without a system call per message: a random prefix per send plus a counter.
+        """Unique without a system call per message: a random prefix per send, a counter and its keyed hash.
 
         Written as it is, not through headers.py: a msg-id is one `<...>` with no whitespace to
         fold at (RFC 5322 3.6.4), which the folding rules keep whole anyway. On a sender domain of
         some 35 characters or more its line passes 76; a domain has at most 253, far under 998.
         """
-        return f"<{self._message_id_prefix}.{next(self._message_ids)}@{self.domain}>"
+        number = next(self._message_ids)
+        check = hashlib.blake2b(number.to_bytes(8, "big"), key=self._message_id_key, digest_size=6).hexdigest()
+        return f"<{self._message_id_prefix}.{number}.{check}@{self.domain}>"
 
     def message_for(self, recipient: Recipient) -> tuple[str, WireBytes]:
         """(Message-ID, bytes): what every path sends or writes (a send, a test send, a dry run's .eml files)."""

@@ -104,8 +104,8 @@ def _fill(conn: Connection, report: IssueReport, lid: int | None) -> IssueReport
         last = last.replace(tzinfo=dt.UTC)
     report.last_sent = last.isoformat() if last is not None else None
     event_filter = [delivery_events.c.issue == report.issue] + (
-        [delivery_events.c.list_id == lid] if lid is not None else []
-    )
+        [delivery_events.c.list_id == lid] if lid is not None else [delivery_events.c.list_id.is_not(None)]
+    )  # the events of a list deleted since went with its deliveries: they are no share of what is left
     people = sa.func.count(sa.distinct(delivery_events.c.email))
     for kind, count in conn.execute(
         sa.select(delivery_events.c.kind, people)

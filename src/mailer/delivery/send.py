@@ -261,7 +261,7 @@ class _ListSend:
             reply = f"cannot make this recipient's message: {error}"
             return Outcome(claimed.delivery_id, False, reply, claimed.attempts, permanent=True)
         relay = self.relay
-        envelope = self.verp.address(claimed.delivery_id) if self.verp else self.template.sender_address
+        envelope = self.verp.address(claimed.delivery_id, claimed.email) if self.verp else self.template.sender_address
         attempts = claimed.attempts
         tries = 0
         while True:

@@ -1,9 +1,10 @@
 """VERP return paths: each message's envelope sender names its delivery, so a bounce says whose it is.
 
 `bounces@news.example.org` becomes `bounces+3f.k2m4q7xa5ntbc@news.example.org` for delivery row 0x3f: the row id
-in base 36 and a signature of it, lower case only (some MTAs fold the local part's case) and short enough
-for every MTA's local-part limit (64). Only the holder of the secret can make a token, so a forged bounce
-cannot suppress anyone.
+in base 36 and a signature of it and of the recipient's address, lower case only (some MTAs fold the local
+part's case) and short enough for every MTA's local-part limit (64). Only the holder of the secret can make a
+token, so a forged bounce cannot suppress anyone; and since the address is signed too, a row id that SQLite
+gives again after a list was deleted does not make an old bounce name the new row's recipient.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ _SIGNATURE_BYTES = 8
 _TOKEN = re.compile(r"([0-9a-z]{1,13})\.([a-z2-7]{13})")
 
 
-def _signature(secret: bytes, delivery: str) -> str:
-    digest = hmac.new(secret, b"verp:" + delivery.encode(), hashlib.sha256).digest()[:_SIGNATURE_BYTES]
+def _signature(secret: bytes, delivery: str, email: str) -> str:
+    payload = f"verp:{delivery}:{email.lower()}".encode()
+    digest = hmac.new(secret, payload, hashlib.sha256).digest()[:_SIGNATURE_BYTES]
     return base64.b32encode(digest).decode().rstrip("=").lower()
 
 
@@ -38,20 +40,23 @@ class VerpAddresses:
         self._local, _, self._domain = bounce_address.rpartition("@")
         self._secret = secret.encode()
 
-    def token(self, delivery_id: int) -> str:
+    def token(self, delivery_id: int, email: str) -> str:
         delivery = _base36(delivery_id)
-        return f"{delivery}.{_signature(self._secret, delivery)}"
+        return f"{delivery}.{_signature(self._secret, delivery, email)}"
 
-    def address(self, delivery_id: int) -> str:
-        return f"{self._local}+{self.token(delivery_id)}@{self._domain}"
+    def address(self, delivery_id: int, email: str) -> str:
+        return f"{self._local}+{self.token(delivery_id, email)}@{self._domain}"
 
 
-def read_verp_token(secret: str, token: str) -> int | None:
-    """The delivery id a genuine token names; None for anything forged, altered or malformed."""
+def token_delivery(token: str) -> int | None:
+    """The delivery id a token claims to name (check it with `genuine`); None when it is not one of ours at all."""
     found = _TOKEN.fullmatch(token.strip().lower())
-    if not found:
-        return None
-    delivery, signature = found.groups()
-    if not hmac.compare_digest(_signature(secret.encode(), delivery), signature):
-        return None
-    return int(delivery, 36)
+    return int(found.group(1), 36) if found else None
+
+
+def genuine(secret: str, token: str, email: str) -> bool:
+    """Whether we made this token, for this delivery and this recipient."""
+    found = _TOKEN.fullmatch(token.strip().lower())
+    if found is None:
+        return False
+    return hmac.compare_digest(_signature(secret.encode(), found.group(1), email), found.group(2))
