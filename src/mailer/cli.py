@@ -49,16 +49,18 @@ def output_option(dest: str, *, folder: bool, help: str) -> Callable[[Callable[P
     return click.option("-o", "--output", dest, type=kind, help=help)
 
 
+def no_nul(_ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """A look-up argument the database would refuse: no address, issue or text searched for has a NUL."""
+    if "\x00" in value:
+        raise click.BadParameter("contains a NUL character, which no address, name or issue has", param=param)
+    return value
+
+
 def reports_errors(command: Callable[P, R]) -> Callable[P, R]:
     """Turn our own errors into one line each on stderr and a named exit code; real bugs keep their traceback."""
 
     @wraps(command)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        given = [value for value in kwargs.values() if isinstance(value, str)]
-        given += [item for value in kwargs.values() if isinstance(value, tuple) for item in value if isinstance(item, str)]
-        if any("\x00" in value for value in given):
-            click.echo("an argument contains a NUL character; no address, name or list has one", err=True)
-            sys.exit(ExitStatus.USAGE)
         try:
             return command(*args, **kwargs)
         except MailerError as error:
@@ -92,15 +94,26 @@ def render(files: tuple[Path, ...], out_dir: Path | None, config_file: Path | No
 
 @cli.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--links", is_flag=True, help="Also fetch every link and image of the rendered issues; 1 if one is broken.")
 @config_option
 @reports_errors
-def check(files: tuple[Path, ...], config_file: Path | None) -> None:
+def check(files: tuple[Path, ...], links: bool, config_file: Path | None) -> None:
     """Validate issue files without writing anything (for pre-commit and CI)."""
     from mailer.compose.build import load_all
     from mailer.settings import load_settings
 
-    loaded = load_all(list(files), max_bytes=load_settings(config_file).max_issue_bytes)
+    settings = load_settings(config_file)
+    loaded = load_all(list(files), max_bytes=settings.max_issue_bytes)
     click.echo(f"{plural(len(loaded), 'issue file')} OK")
+    if links:
+        from mailer.compose.link_check import check_issue_links
+
+        report = check_issue_links(list(files), settings)
+        for kind, line in report.lines():
+            click.echo(line, err=kind != "note")
+        click.echo(report.summary())
+        if report.broken:
+            sys.exit(ExitStatus.INVALID_INPUT)
 
 
 @cli.command()
@@ -308,8 +321,8 @@ def subscribers_remove(list_name: str, email: str, config_file: Path | None) -> 
 
 
 @subscribers.command("list")
-@click.argument("list_name", metavar="LIST")
-@click.option("--search", default="", metavar="TEXT", help="Only addresses or names containing TEXT (any case).")
+@click.argument("list_name", metavar="LIST", callback=no_nul)
+@click.option("--search", default="", metavar="TEXT", callback=no_nul, help="Only addresses or names containing TEXT (any case).")
 @click.option("--suppressed", is_flag=True, help="Only the suppressed ones.")
 @config_option
 @reports_errors
@@ -324,7 +337,7 @@ def subscribers_list(list_name: str, search: str, suppressed: bool, config_file:
 
 
 @subscribers.command("show")
-@click.argument("email")
+@click.argument("email", callback=no_nul)
 @config_option
 @reports_errors
 def subscribers_show(email: str, config_file: Path | None) -> None:
@@ -395,7 +408,11 @@ def resubscribe(email: str, list_name: str | None, reason: str, force: bool, con
 )
 @click.option("--dry-run", is_flag=True, help="Write the .eml files it would send to -o DIR; send nothing.")
 @output_option("out_dir", folder=True, help="Folder for --dry-run (default: build/<issue>/eml/).")
-@click.option("--force", is_flag=True, help="Send an issue dated after today now (sending publishes it at once).")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Send an issue dated after today now (sending publishes it at once), or despite broken links.",
+)
 @click.option(
     "--allow-duplicates",
     is_flag=True,
@@ -686,7 +703,7 @@ def status(issue_file: Path, list_name: str | None, config_file: Path | None) ->
 
 
 @cli.command()
-@click.argument("issue")
+@click.argument("issue", callback=no_nul)
 @click.option("--list", "list_name", help="Only this list (default: every list the issue went to).")
 @click.option("--json", "as_json", is_flag=True, help="The figures as JSON, for scripts.")
 @config_option
