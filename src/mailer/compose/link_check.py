@@ -18,21 +18,22 @@ from collections import defaultdict
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
+from importlib.metadata import version
 from pathlib import Path
 from urllib.parse import urldefrag, urljoin, urlsplit
 
 import httpx
 
-from mailer import __version__
 from mailer.compose.build import load_all_placed
 from mailer.compose.issues_folder import slug_of
 from mailer.compose.load import Loc, PlacedIssue, field_at, format_loc
 from mailer.compose.markup import check_markup, links_in
+from mailer.compose.model import ImageSource
 from mailer.compose.render import RenderedIssue, render_issue
 from mailer.compose.templates import default_templates_dir
 from mailer.errors import MailerError
 from mailer.settings import Settings
-from mailer.urls import check_absolute_url
+from mailer.urls import Url
 from mailer.wording import plural
 
 TOTAL_AT_ONCE = 16
@@ -92,7 +93,7 @@ def _issue_places(placed: PlacedIssue) -> Iterator[tuple[str, Place]]:
     for loc, value in placed.strings():
         info = field_at(loc)
         checks = _checks_of(info.annotation, info.metadata) if info else set()
-        if check_absolute_url in checks:
+        if checks & URL_CHECKS:
             yield value.strip(), _issue_place(placed, loc)
         elif check_markup in checks:
             for href in links_in(value):
@@ -111,6 +112,10 @@ def _checks_of(annotation: object, metadata: Iterable[object] = ()) -> set[objec
         for arg in args:
             found |= _checks_of(arg)
     return found
+
+
+URL_CHECKS = (_checks_of(Url) | _checks_of(ImageSource)) - {None}
+"""The validators of the fields that hold a URL (an image's src may also be a local file, then not fetched)."""
 
 
 def _issue_place(placed: PlacedIssue, loc: Loc, *, value: str = "", offset: int | None = None) -> Place:
@@ -146,12 +151,12 @@ def link_places(placed: PlacedIssue, rendered: RenderedIssue, settings: Settings
         places[url].append(place)
     for url, loc in _setting_urls(settings):
         places[url].append(_setting_place(settings, loc))
-    own = settings.web_url(rendered.slug)
+    own = settings.web_url(rendered.slug)  # the web version and its local images: published when it is sent
     templates = str(settings.templates_dir or default_templates_dir())
     for url in _targets(rendered.email_html) + _targets(rendered.web_html):
-        if url != own and url not in places:
+        if url not in places:
             places[url].append(Place((2, templates, 0, 0), templates))
-    return {url: found for url, found in places.items() if _is_web(url) and url != own}
+    return {url: found for url, found in places.items() if _is_web(url) and not url.startswith(own)}
 
 
 @dataclass(frozen=True)
@@ -164,7 +169,7 @@ class Outcome:
     hops: tuple[tuple[int, str], ...] = ()
     """Each redirect followed: its status and where it led."""
     status: int | None = None
-    """The error status that made it broken."""
+    """The status of the last answer; None when there was none."""
     broke_off: bool = False
     """The server answered, but not with a whole HTTP response."""
 
@@ -179,7 +184,7 @@ class Outcome:
 
 def user_agent(settings: Settings) -> str:
     """Names mailer and where its operator publishes, so a site owner seeing the requests knows whose they are."""
-    return f"mailer-link-check/{__version__}" + (f" (+{settings.public_url})" if settings.public_url else "")
+    return f"mailer-link-check/{version('mailer')}" + (f" (+{settings.public_url})" if settings.public_url else "")
 
 
 def _cause(error: BaseException) -> Iterator[BaseException]:
@@ -249,8 +254,9 @@ class _Checker:
         current = url
         while True:
             response = await self.request(method, current)
+            after = f" (after a redirect to {current})" if hops else ""
             if isinstance(response, Outcome):
-                return Outcome(url, response.problem, tuple(hops), broke_off=response.broke_off)
+                return Outcome(url, f"{response.problem}{after}", tuple(hops), broke_off=response.broke_off)
             status = response.status_code
             location = response.headers.get("location")
             if status in REDIRECTS and location:
@@ -267,13 +273,13 @@ class _Checker:
                 current = target
                 continue
             if status >= 400:
-                return Outcome(url, _status_text(status, response.reason_phrase), tuple(hops), status)
+                return Outcome(url, _status_text(status, response.reason_phrase) + after, tuple(hops), status)
             return Outcome(url, None, tuple(hops), status)
 
     async def check(self, url: str) -> Outcome:
         """HEAD first; GET when HEAD gets an error status or a broken answer (many servers mishandle HEAD)."""
         outcome = await self.follow("HEAD", url)
-        if outcome.status is not None or outcome.broke_off:
+        if outcome.problem is not None and (outcome.status is not None or outcome.broke_off):
             outcome = await self.follow("GET", url)
         return outcome
 
@@ -294,18 +300,17 @@ async def fetch_all(urls: Iterable[str], settings: Settings) -> dict[str, Outcom
     return {url: outcomes[bare] for url, bare in wanted.items()}
 
 
-def _kind(outcome: Outcome) -> str | None:
+def _kind(outcome: Outcome) -> str:
     if outcome.problem is not None:
         return "error"
     if outcome.hops:
         return "warning" if outcome.permanent else "note"
-    return None
+    return "ok"
 
 
 def _message(outcome: Outcome) -> str:
     if outcome.problem is not None:
-        after = f" (redirected to {outcome.final})" if outcome.hops else ""
-        return f"{outcome.problem}: {outcome.url}{after}"
+        return f"{outcome.problem}: {outcome.url}"
     if outcome.permanent:
         return f"warning: {outcome.url} redirects permanently to {outcome.final}; link there instead"
     return f"note: {outcome.url} redirects to {outcome.final}"
@@ -318,14 +323,13 @@ class LinkReport:
 
     def _lines(self, kinds: Collection[str]) -> list[tuple[str, str]]:
         """(kind, line) for each place of each link of these kinds, in the order of the places."""
-        found = [
-            (place, kind, message)
+        found = sorted(
+            (place.order, place.line(_message(outcome)), _kind(outcome))
             for url, outcome in self.outcomes.items()
-            if (kind := _kind(outcome)) in kinds
+            if _kind(outcome) in kinds
             for place in self.places[url]
-            for message in [_message(outcome)]
-        ]
-        return [(kind, place.line(message)) for place, kind, message in sorted(found, key=lambda item: item[0].order)]
+        )
+        return [(kind, line) for _, line, kind in found]
 
     @property
     def broken(self) -> list[str]:

@@ -21,8 +21,9 @@ from sqlalchemy.engine import Engine
 
 from mailer.audience.lists import list_id, mailable_subscribers
 from mailer.compose.issues_folder import bad_name, is_slug, slug_of
-from mailer.compose.load import load_issue
-from mailer.compose.render import render_issue
+from mailer.compose.link_check import BrokenLinks, check_links
+from mailer.compose.load import PlacedIssue, load_placed_issue
+from mailer.compose.render import RenderedIssue, render_issue
 from mailer.delivery.dkim_signing import DkimSigner
 from mailer.delivery.ledger import (
     FAILED,
@@ -125,7 +126,25 @@ def build_template(issue_path: Path, settings: Settings, *, list_name: str | Non
 def build_templates(
     issue_path: Path, settings: Settings, list_names: Sequence[str | None], *, guard: SendGuard | None = None
 ) -> tuple[str, list[MessageTemplate]]:
-    """The issue validated and rendered once, and its message template for each list (List-Id differs).
+    """The issue validated and rendered once, and its message template for each list (List-Id differs)."""
+    built = build_issue(issue_path, settings, list_names, guard=guard)
+    return built.slug, built.templates
+
+
+@dataclass(frozen=True)
+class BuiltIssue:
+    """One version of an issue file, rendered, with what the link check needs to say where a link is written."""
+
+    slug: str
+    templates: list[MessageTemplate]
+    placed: PlacedIssue
+    rendered: RenderedIssue
+
+
+def build_issue(
+    issue_path: Path, settings: Settings, list_names: Sequence[str | None], *, guard: SendGuard | None = None
+) -> BuiltIssue:
+    """build_templates, keeping the rendered issue and the places of its values.
 
     `guard` (a list send) checks the very version of the file that is rendered: no draft, no later
     date unless forced, only a file the archive publishes.
@@ -133,7 +152,8 @@ def build_templates(
     slug = slug_of(issue_path)
     if not is_slug(slug):
         raise MailerError(bad_name(issue_path))
-    issue = load_issue(issue_path, max_bytes=settings.max_issue_bytes)
+    placed = load_placed_issue(issue_path, max_bytes=settings.max_issue_bytes)
+    issue = placed.issue
     if guard is not None:
         guard.check(issue_path, issue)
     rendered = render_issue(issue, slug, settings)
@@ -153,7 +173,7 @@ def build_templates(
         )
         for list_name in list_names
     ]
-    return slug, templates
+    return BuiltIssue(slug, templates, placed, rendered)
 
 
 def _dkim_signer(settings: Settings, domain: str) -> DkimSigner | None:
@@ -402,7 +422,8 @@ async def send_to_lists(
 
     Everything is checked before the first message: every list name, and the issue (rendered once,
     refused if it is a draft, dated later without `force`, or outside the issues folder), so every
-    list gets the same version of it. People who have (or are getting) the issue through another
+    list gets the same version of it; with check_links_before_send, its links too (BrokenLinks
+    unless `force`, which then only tells `notice` of them). People who have (or are getting) the issue through another
     list are skipped, unless `allow_duplicates`. `finished` hears each list's summary as it ends;
     an interrupted list ends the run. Raises SMTPSetupError when the relay refuses the session or
     cannot be reached (the rows not attempted stay pending), LedgerError when the database goes away.
@@ -410,8 +431,11 @@ async def send_to_lists(
     for list_name in list_names:
         await asyncio.to_thread(list_id, engine, list_name)
     guard = SendGuard(settings.issues_dir, force=force)
-    slug, templates = build_templates(issue_path, settings, list_names, guard=guard)
+    built = build_issue(issue_path, settings, list_names, guard=guard)
+    slug, templates = built.slug, built.templates
     secret = _secret(settings)
+    if settings.check_links_before_send:
+        await _check_links(built, settings, force=force, notice=notice)
     summaries: list[SendSummary] = []
     for list_name, template in zip(list_names, templates, strict=True):
         summary = await _send_one(
@@ -435,6 +459,20 @@ async def send_to_lists(
         if summary.interrupted:
             break
     return summaries
+
+
+async def _check_links(built: BuiltIssue, settings: Settings, *, force: bool, notice: Notice | None) -> None:
+    """check_links_before_send: every link of the very version about to go out, before any row is claimed.
+
+    A broken link refuses the send; with `force` each one is told and the send goes on.
+    """
+    report = await check_links([(built.placed, built.rendered)], settings)
+    if not report.broken:
+        return
+    if not force:
+        raise BrokenLinks(report)
+    if notice is not None:  # one notice: on a terminal the progress line takes only its last line
+        notice("\n".join([*report.broken, "sending anyway (--force)"]))
 
 
 async def _send_one(
