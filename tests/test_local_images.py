@@ -245,3 +245,43 @@ def test_a_local_logo_and_icons_from_the_config_are_prepared_and_published_with_
     (project / "logo.png").unlink()
     result = run_cli("render", "issues/2016-03.yaml", "-o", "out", cwd=project)
     assert result.exit_code == 1 and result.stderr.startswith("branding.logo.src: logo.png: no such file")
+
+
+def test_a_pipe_or_a_link_out_of_the_issues_folder_is_refused_not_followed(project: Path, tmp_path: Path) -> None:
+    import os
+
+    outside = tmp_path / "outside.png"
+    Image.new("RGB", (10, 10)).save(outside)
+    issue = project / "issues" / "2016-03.yaml"
+    for name, make in (("pipe.png", lambda p: os.mkfifo(p)), ("link.png", lambda p: p.symlink_to(outside))):
+        make(project / "issues" / "2016-03" / name)
+        issue.write_text(ISSUE.replace("2016-03/emblem.png", f"2016-03/{name}"), encoding="utf-8")
+        result = run_cli("check", "issues/2016-03.yaml", cwd=project)
+        assert result.exit_code == 1 and ("regular file" in result.stderr or "outside" in result.stderr), result.stderr
+
+
+def test_a_sixteen_bit_grey_photo_keeps_its_greys(tmp_path: Path) -> None:
+    from mailer.compose.images import prepare_image
+
+    Image.new("I;16", (300, 200), 30000).save(tmp_path / "grey.png")
+    prepared = prepare_image(tmp_path / "grey.png", 552)
+    pixel = Image.open(io.BytesIO(prepared.data)).convert("L").getpixel((10, 10))
+    assert isinstance(pixel, int) and 100 < pixel < 130, "about 46 % grey, not white"
+
+
+def test_serve_shows_a_replaced_photo_without_a_restart(project: Path, tmp_path: Path) -> None:
+    settings = load_settings(
+        project / "mailer.toml",
+        issues_dir=project / "issues",
+        unsubscribe_secret=SECRET,
+        sender="news@icmpd.org",
+        database_url=f"sqlite:///{tmp_path / 'serve.sqlite3'}",
+    )
+    engine = open_database(settings.database_url)
+    with TestClient(create_app(settings, engine)) as web:
+        before = re.findall(r'src="images/(emblem-[^"]+)"', web.get("/2016-03/").text)
+        Image.new("RGBA", (300, 300), (200, 0, 0, 128)).save(project / "issues" / "2016-03" / "emblem.png")
+        after = re.findall(r'src="images/(emblem-[^"]+)"', web.get("/2016-03/").text)
+        assert before and after and before != after
+        assert web.get(f"/2016-03/images/{after[0]}").status_code == 200
+    engine.dispose()

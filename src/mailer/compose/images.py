@@ -226,7 +226,10 @@ def _to_srgb(image: Image.Image) -> Image.Image:
         image = image.convert("RGBA" if image.mode == "PA" or "transparency" in image.info else "RGB")
     elif image.mode in ("L", "RGB") and "transparency" in image.info:
         image = image.convert("LA" if image.mode == "L" else "RGBA")
-    elif image.mode in ("1", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"):
+    elif image.mode in ("I", "I;16", "I;16L", "I;16B", "I;16N"):
+        # 16 bits a pixel: scaled down to 8 (convert("L") would clip everything over 255 to white)
+        image = image.convert("I").point(lambda value: value / 256).convert("L")
+    elif image.mode in ("1", "F"):
         image = image.convert("L")
     elif image.mode == "La":
         image = image.convert("LA")

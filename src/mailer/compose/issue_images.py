@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import functools
 import re
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
-from mailer.compose.images import PreparedImage, prepare_image
+from mailer.compose.images import ImageProblem, PreparedImage, prepare_image
 from mailer.settings import Branding
 
 CONTENT_WIDTH = 552
@@ -46,6 +47,9 @@ def prepared(path: Path, display_width: int = CONTENT_WIDTH) -> PreparedImage:
         stamp = (status.st_mtime_ns, status.st_size)
     except OSError:
         stamp = (0, 0)  # prepare_image says what is wrong
+    else:
+        if not stat.S_ISREG(status.st_mode) and not stat.S_ISDIR(status.st_mode):
+            raise ImageProblem(path, "not a regular file (a pipe or a device would never end)")
     return _prepared(path, stamp, display_width)
 
 

@@ -55,8 +55,11 @@ def _check_image_source(src: str, info: ValidationInfo) -> str:
     folder = (info.context or {}).get("issue_dir")
     if folder is None:
         raise ValueError(f"a local image ({src!r}) needs the issue file's folder; give an absolute URL here")
+    file = Path(folder) / src
+    if not file.resolve().is_relative_to(Path(folder).resolve()):
+        raise ValueError(f"{src!r} leads outside the issue's folder (through a symbolic link); copy the image in")
     try:
-        prepared(Path(folder) / src)
+        prepared(file)
     except ImageProblem as problem:
         raise ValueError(str(problem)) from None
     return src

@@ -23,6 +23,7 @@ from markupsafe import Markup
 
 from mailer.compose.build import write_atomically
 from mailer.compose.images import PreparedImage
+from mailer.compose.issue_images import local_images
 from mailer.compose.issues_folder import IssueFile, file_stamp, is_slug, load_cached, scan_issues, slug_of
 from mailer.compose.model import Issue, human_date
 from mailer.compose.render import IMAGES_FOLDER, RenderedIssue, render_issue
@@ -147,11 +148,30 @@ def _templates_stamp(settings: Settings) -> tuple[int, int]:
     return newest, count
 
 
+def _render(path: Path, mtime_ns: int, size: int, same: _SettingsIdentity, templates: tuple[int, int]) -> RenderedIssue:
+    """A render costs ~40 ms; a busy archive renders each version of an issue, and of its photos, once."""
+    loaded = load_cached(path, (mtime_ns, size), max_bytes=same.settings.max_issue_bytes)
+    photos = () if isinstance(loaded, tuple) else _photo_stamps(loaded)
+    return _render_version(path, mtime_ns, size, same, templates, photos)
+
+
+def _photo_stamps(issue: Issue) -> tuple[tuple[str, int, int], ...]:
+    stamps = []
+    for src, file in local_images(issue):
+        found = file_stamp(file)
+        stamps.append((src, *(found or (0, 0))))
+    return tuple(stamps)
+
+
 @lru_cache(maxsize=32)
-def _render(
-    path: Path, mtime_ns: int, size: int, same: _SettingsIdentity, templates: tuple[int, int]
+def _render_version(
+    path: Path,
+    mtime_ns: int,
+    size: int,
+    same: _SettingsIdentity,
+    templates: tuple[int, int],
+    photos: tuple[tuple[str, int, int], ...],
 ) -> RenderedIssue:
-    """A render costs ~40 ms; a busy archive renders each version of an issue once."""
     loaded = load_cached(path, (mtime_ns, size), max_bytes=same.settings.max_issue_bytes)
     if isinstance(loaded, tuple):
         raise MailerError("\n".join(loaded))
