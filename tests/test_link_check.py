@@ -61,8 +61,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _answer(self, *, body: bool) -> None:
         self.server.requests.append((self.command, self.path, self.headers.get("User-Agent", "")))
-        if self.path == "/slow":
+        if self.path == "/slow" or (self.path == "/head-hangs" and not body):
             self.server.release.wait(10)
+        if self.path == "/busy":
+            return self._send(429)
         if self.path == "/no-head" and not body:
             return self._send(405)
         if self.path in REDIRECTS:
@@ -314,3 +316,20 @@ def test_send_checks_no_links_unless_the_setting_is_on(
     assert result.exit_code == 0
     assert smtp_server.recorder.delivered() == {"ana@example.org": 1}
     assert site.requests == []
+
+
+def test_a_head_that_hangs_is_tried_again_with_get_and_a_busy_server_is_not_broken(site: Site) -> None:
+    """Some servers never answer HEAD; 429 says "not now", not "gone": neither may stop a send."""
+    import asyncio
+
+    from mailer.compose.link_check import fetch_all
+    from mailer.settings import load_settings
+    from tests.conftest import ROOT
+
+    settings = load_settings(ROOT / "mailer.toml", link_check_timeout=1)
+    outcomes = asyncio.run(fetch_all([f"{site.base}/head-hangs", f"{site.base}/busy"], settings))
+    assert {url.rsplit("/", 1)[1]: outcome.problem for url, outcome in outcomes.items()} == {
+        "head-hangs": None,
+        "busy": None,
+    }
+    assert ("GET", "/head-hangs") in [(method, path) for method, path, _ in site.requests]

@@ -159,6 +159,9 @@ def link_places(placed: PlacedIssue, rendered: RenderedIssue, settings: Settings
     return {url: found for url, found in places.items() if _is_web(url) and not url.startswith(own)}
 
 
+TOO_MANY_REQUESTS = 429
+
+
 @dataclass(frozen=True)
 class Outcome:
     """What fetching one URL came to."""
@@ -272,6 +275,8 @@ class _Checker:
                 seen.add(target)
                 current = target
                 continue
+            if status == TOO_MANY_REQUESTS:  # the server is busy, or limits us: nothing says the link is dead
+                return Outcome(url, None, tuple(hops), status)
             if status >= 400:
                 return Outcome(url, _status_text(status, response.reason_phrase) + after, tuple(hops), status)
             return Outcome(url, None, tuple(hops), status)
@@ -279,7 +284,8 @@ class _Checker:
     async def check(self, url: str) -> Outcome:
         """HEAD first; GET when HEAD gets an error status or a broken answer (many servers mishandle HEAD)."""
         outcome = await self.follow("HEAD", url)
-        if outcome.problem is not None and (outcome.status is not None or outcome.broke_off):
+        timed_out = outcome.problem is not None and outcome.problem.startswith("timed out")
+        if outcome.problem is not None and (outcome.status is not None or outcome.broke_off or timed_out):
             outcome = await self.follow("GET", url)
         return outcome
 
