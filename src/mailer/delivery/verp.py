@@ -18,9 +18,15 @@ _SIGNATURE_BYTES = 8
 _TOKEN = re.compile(r"([0-9a-z]{1,13})\.([a-z2-7]{13})")
 
 
-def _signature(secret: bytes, delivery: str, email: str) -> str:
-    payload = f"verp:{delivery}:{email.lower()}".encode()
-    digest = hmac.new(secret, payload, hashlib.sha256).digest()[:_SIGNATURE_BYTES]
+def _keyed(secret: str) -> hmac.HMAC:
+    """The HMAC with the secret taken in: copying it per message skips padding the key again (about half the cost)."""
+    return hmac.new(secret.encode(), digestmod=hashlib.sha256)
+
+
+def _signature(keyed: hmac.HMAC, delivery: str, email: str) -> str:
+    mac = keyed.copy()
+    mac.update(f"verp:{delivery}:{email.lower()}".encode())
+    digest = mac.digest()[:_SIGNATURE_BYTES]
     return base64.b32encode(digest).decode().rstrip("=").lower()
 
 
@@ -38,11 +44,11 @@ class VerpAddresses:
 
     def __init__(self, bounce_address: str, secret: str) -> None:
         self._local, _, self._domain = bounce_address.rpartition("@")
-        self._secret = secret.encode()
+        self._keyed = _keyed(secret)
 
     def token(self, delivery_id: int, email: str) -> str:
         delivery = _base36(delivery_id)
-        return f"{delivery}.{_signature(self._secret, delivery, email)}"
+        return f"{delivery}.{_signature(self._keyed, delivery, email)}"
 
     def address(self, delivery_id: int, email: str) -> str:
         return f"{self._local}+{self.token(delivery_id, email)}@{self._domain}"
@@ -59,4 +65,4 @@ def genuine(secret: str, token: str, email: str) -> bool:
     found = _TOKEN.fullmatch(token.strip().lower())
     if found is None:
         return False
-    return hmac.compare_digest(_signature(secret.encode(), found.group(1), email), found.group(2))
+    return hmac.compare_digest(_signature(_keyed(secret), found.group(1), email), found.group(2))
