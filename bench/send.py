@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import email.message
 import email.policy
@@ -66,7 +67,9 @@ def find_tool(name: str) -> str | None:
     )
 
 
-def make_settings(port: int, database_url: str, pool: int, bounce_address: str | None = None) -> Any:
+def make_settings(
+    port: int, database_url: str, pool: int, bounce_address: str | None = None, *, pipelining: bool = True
+) -> Any:
     from mailer.settings import load_settings
 
     return load_settings(
@@ -78,6 +81,7 @@ def make_settings(port: int, database_url: str, pool: int, bounce_address: str |
         unsubscribe_secret=SECRET,
         database_url=database_url,
         smtp_pool_size=pool,
+        smtp_pipelining=pipelining,
         bounce_address=bounce_address,
     )
 
@@ -127,7 +131,9 @@ def child(args: argparse.Namespace) -> None:
     from mailer.delivery.send import run, send_to_list
 
     ledger.SQLITE_SYNCHRONOUS = args.synchronous
-    settings = make_settings(args.port, args.database_url, args.pool, args.bounce_address)
+    settings = make_settings(
+        args.port, args.database_url, args.pool, args.bounce_address, pipelining=not args.no_pipelining
+    )
     engine = open_database(args.database_url)
     peak_before = memory_kb("VmHWM")
     rss_start = memory_kb("VmRSS")
@@ -221,6 +227,25 @@ class Sink:
                 self.process.kill()
                 self.process.wait()
         self._out.close()
+
+
+class DelayRelay:
+    """bench/delay_relay.py in its own process, between mailer and smtp-sink: `rtt_ms` added to every round trip."""
+
+    def __init__(self, target: int, rtt_ms: float) -> None:
+        script = Path(__file__).with_name("delay_relay.py")
+        command = [sys.executable, str(script), "--to", str(target), "--delay", str(rtt_ms / 2000)]
+        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        if not line.startswith("listening on 127.0.0.1:"):
+            self.stop()
+            raise SystemExit(f"the delay relay did not start: {line!r}")
+        self.port = int(line.rsplit(":", 1)[1])
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(5)
 
 
 # --- measurements ------------------------------------------------------------------------------
@@ -398,12 +423,14 @@ def write_csv(path: Path, count: int) -> None:
             out.write(f"{address},{name},{('en', 'fr', 'de')[i % 3]},Org {i % 50}\n")
 
 
-def baseline(binary: str, sink: Sink, message_file: Path, count: int, sessions: int) -> dict[str, float]:
+def baseline(
+    binary: str, sink: Sink, message_file: Path, count: int, sessions: int, port: int | None = None
+) -> dict[str, float]:
     before_msgs, before_sink = sink.messages(), sink.cpu()
     cpu_before = cpu_seconds(resource.RUSAGE_CHILDREN)
     command = [binary, "-d", "-s", str(sessions), "-r", "1", "-m", str(count), "-F", str(message_file)]
     started = time.perf_counter()
-    subprocess.run([*command, f"127.0.0.1:{sink.port}"], check=True)
+    subprocess.run([*command, f"127.0.0.1:{port or sink.port}"], check=True)
     wall = time.perf_counter() - started
     cpu = cpu_seconds(resource.RUSAGE_CHILDREN) - cpu_before
     time.sleep(0.2)
@@ -448,7 +475,11 @@ def run_database(
     *,
     synchronous: str = "FULL",
     bounce_address: str | None = None,
+    pipelining: bool = True,
+    port: int | None = None,
+    senders: int = 1,
 ) -> dict[str, Any]:
+    """Import `count` recipients, then send to them from `senders` child processes at once (PostgreSQL for more than one)."""
     from mailer.audience.database import open_database
     from mailer.audience.lists import create_list
     from mailer.audience.subscriber_csv import import_subscribers
@@ -466,16 +497,25 @@ def run_database(
         raise SystemExit(f"{label}: import added {report.added} of {count}: {report.lines()[:5]}")
     before_msgs, before_sink = sink.messages(), sink.cpu()
     command = [sys.executable, str(Path(__file__).resolve()), "--child"]
-    command += ["--database-url", url, "--port", str(sink.port), "--pool", str(pool), "--synchronous", synchronous]
+    command += ["--database-url", url, "--port", str(port or sink.port), "--pool", str(pool)]
+    command += ["--synchronous", synchronous]
     command += ["--bounce-address", bounce_address] if bounce_address else []
+    command += [] if pipelining else ["--no-pipelining"]
     started = time.perf_counter()
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
+    children = [
+        subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(senders)
+    ]
+    outputs = [child.communicate() for child in children]
     elapsed = time.perf_counter() - started
-    lines = done.stdout.strip().splitlines()
-    if done.returncode == 0 and lines:
-        result: dict[str, Any] = json.loads(lines[-1])
-    else:
-        result = {"wall": elapsed, "error": short_traceback(done.stderr), "exit": done.returncode}
+    results = []
+    for process, (stdout, stderr) in zip(children, outputs, strict=True):
+        lines = stdout.strip().splitlines()
+        if process.returncode != 0 or not lines:
+            results = [{"wall": elapsed, "error": short_traceback(stderr), "exit": process.returncode}]
+            break
+        results.append(json.loads(lines[-1]))
+    result = results[0] if len(results) == 1 else combined(results, elapsed)
     time.sleep(0.2)
     after_sink = sink.cpu()
     result["received"] = sink.messages() - before_msgs
@@ -484,6 +524,31 @@ def run_database(
     result["status"] = delivery_status(engine, ISSUE.stem, LIST).lines()[0]
     engine.dispose()
     return result
+
+
+def combined(results: list[dict[str, Any]], elapsed: float) -> dict[str, Any]:
+    """Several senders' figures as one: their messages and CPU added up over the wall time of the slowest."""
+    total = {key: sum(r[key] for r in results) for key in ("sent", "failed", "cpu")}
+    steady = sum(r["steady_rate"] for r in results)
+    return {
+        **results[0],
+        **total,
+        "wall": max(r["wall"] for r in results),
+        "steady_rate": steady,
+        "steady_cpu": sum(r["steady_cpu"] for r in results) / len(results),
+        "peak_kb": max(r["peak_kb"] for r in results),
+        "summary": " | ".join(r["summary"] for r in results),
+        "elapsed": elapsed,
+    }
+
+
+def report_senders(one: dict[str, Any], two: dict[str, Any]) -> None:
+    """Two processes sharing one send on PostgreSQL against one process alone."""
+    if "error" in one or "error" in two:
+        return
+    rates = [r["sent"] / r["wall"] for r in (one, two)]
+    print("senders (PostgreSQL ledger, same run)")
+    print(f"  {'two processes / one':34} {rates[1]:7.0f}/s vs {rates[0]:.0f}/s  ({rates[1] / rates[0]:.2f}x)")
 
 
 def short_traceback(stderr: str) -> list[str]:
@@ -568,6 +633,43 @@ def report_send(label: str, result: dict[str, Any], base: dict[str, float], base
     return True
 
 
+def report_pipelining(where: str, pipelined: dict[str, Any], one: dict[str, Any]) -> None:
+    """The pipelining row: the same send with smtp_pipelining on and off, same pool size."""
+    if "error" in pipelined or "error" in one:
+        return
+    rates = {name: r["sent"] / r["wall"] for name, r in (("on", pipelined), ("off", one))}
+    steady = {name: r["steady_rate"] for name, r in (("on", pipelined), ("off", one))}
+    print(f"pipelining ({where}, SQLite ledger FULL, same run)")
+    print(
+        f"  {'smtp_pipelining on / off':34} {rates['on']:7.0f}/s vs {rates['off']:.0f}/s  "
+        f"({rates['on'] / rates['off']:.2f}x); from the first delivery on {steady['on']:.0f}/s vs "
+        f"{steady['off']:.0f}/s ({steady['on'] / max(steady['off'], 1e-9):.2f}x)"
+    )
+
+
+def run_relay(folder: Path, count: int, sink: Sink, pool: int, rtt_ms: float, source: str, message_file: Path) -> bool:
+    """The far-relay rows: smtp-source, then mailer pipelined and not, through DelayRelay."""
+    relay = DelayRelay(sink.port, rtt_ms)
+    ok = True
+    try:
+        print(f"\nthrough a relay adding {rtt_ms:g} ms to each round trip (bench/delay_relay.py), {count} recipients")
+        base = baseline(source, sink, message_file, count, pool, port=relay.port)
+        print(rate_line(f"baseline smtp-source -d -s {pool} -r 1", count, base["wall"], base["cpu"], base["sink_cpu"]))
+        results = {}
+        for pipelining in (True, False):
+            label = "pipelined" if pipelining else "one-by-one"
+            where = folder / f"relay-{label}"
+            where.mkdir()
+            url = f"sqlite:///{where}/bench.sqlite3"
+            result = run_database("SQLite", url, folder, count, sink, pool, pipelining=pipelining, port=relay.port)
+            results[label] = result
+            ok = report_send(f"SQLite (FULL), {label}, through the relay", result, base, count, count) and ok
+        report_pipelining(f"{rtt_ms:g} ms round trip", results["pipelined"], results["one-by-one"])
+    finally:
+        relay.stop()
+    return ok
+
+
 def report_durability(full: dict[str, Any], normal: dict[str, Any]) -> None:
     """The durability row: what syncing the WAL at every ledger commit (claims and outcomes) costs."""
     if "error" in full or "error" in normal:
@@ -609,6 +711,64 @@ def data_seam_only(count: int) -> int:
     return 0 if ok else 1
 
 
+def sqlite_url(folder: Path, name: str) -> str:
+    (folder / name).mkdir()
+    return f"sqlite:///{folder / name}/bench.sqlite3"
+
+
+@dataclasses.dataclass
+class Rows:
+    """The rows after smtp-source and SQLite FULL, each against that same baseline, in one run."""
+
+    args: argparse.Namespace
+    folder: Path
+    sink: Sink
+    base: dict[str, float]
+    base_count: int
+    source: str
+    message_file: Path
+
+    def send(self, title: str, url: str, **options: Any) -> tuple[bool, dict[str, Any]]:
+        count, pool = self.args.recipients, self.args.pool
+        result = run_database(title, url, self.folder, count, self.sink, pool, **options)
+        return report_send(title, result, self.base, self.base_count, count), result
+
+    def run(self, full: dict[str, Any], sample: bytes) -> bool:
+        folder = self.folder
+        ok, one = self.send("SQLite (FULL, smtp_pipelining=false)", sqlite_url(folder, "one"), pipelining=False)
+        report_pipelining("loopback", full, one)
+        good, normal = self.send(
+            "SQLite (synchronous=NORMAL, not durable)", sqlite_url(folder, "normal"), synchronous="NORMAL"
+        )
+        ok = good and ok
+        report_durability(full, normal)
+        good, verp = self.send(
+            "SQLite (FULL, VERP: bounce_address set)", sqlite_url(folder, "verp"), bounce_address="bounces@icmpd.org"
+        )
+        ok = good and ok
+        report_verp(full, verp)
+        relay_count = min(self.args.relay_recipients, self.args.recipients)
+        relay_folder = folder / "relay"
+        relay_folder.mkdir()
+        ok = (
+            run_relay(
+                relay_folder, relay_count, self.sink, self.args.pool, self.args.rtt, self.source, self.message_file
+            )
+            and ok
+        )
+        if self.args.postgres:
+            with postgres_schema() as url:
+                if url is not None:
+                    good, one_sender = self.send("PostgreSQL", url)
+                    ok = good and ok
+            with postgres_schema() as url:
+                if url is not None:
+                    good, two = self.send("PostgreSQL, two mailer send processes on one send", url, senders=2)
+                    ok = good and ok
+                    report_senders(one_sender, two)
+        return run_data_seam(self.sink, sample, self.args.messages) and ok
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recipients", type=int, default=20_000)
@@ -617,11 +777,15 @@ def main() -> None:
     parser.add_argument("--builds", type=int, default=2000, help="builds for the message micro-benchmark")
     parser.add_argument("--messages", type=int, default=2000, help="messages each way for the DATA seam rows")
     parser.add_argument("--data-seam", action="store_true", help="only the DATA seam rows (needs smtp-sink only)")
+    parser.add_argument("--only-sqlite", action="store_true", help="only smtp-source and the SQLite FULL send")
+    parser.add_argument("--rtt", type=float, default=10, help="ms the far-relay rows add to each round trip")
+    parser.add_argument("--relay-recipients", type=int, default=5000, help="recipients for the far-relay rows")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--database-url", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--synchronous", default="FULL", help=argparse.SUPPRESS)
     parser.add_argument("--bounce-address", help=argparse.SUPPRESS)
+    parser.add_argument("--no-pipelining", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     if args.child:
@@ -686,28 +850,11 @@ def main() -> None:
             if base["received"] != base_count:
                 print(f"  PROBLEM: smtp-sink counted {base['received']} of {base_count} baseline messages")
                 ok = False
-            sqlite_dir = folder / "sqlite"
-            sqlite_dir.mkdir()
-            result = run_database("SQLite", f"sqlite:///{sqlite_dir}/bench.sqlite3", folder, count, sink, pool)
+            result = run_database("SQLite", sqlite_url(folder, "sqlite"), folder, count, sink, pool)
             ok = report_send("SQLite (ledger synchronous=FULL)", result, base, base_count, count) and ok
-            normal_dir = folder / "sqlite-normal"
-            normal_dir.mkdir()
-            normal_url = f"sqlite:///{normal_dir}/bench.sqlite3"
-            normal = run_database("SQLite", normal_url, folder, count, sink, pool, synchronous="NORMAL")
-            ok = report_send("SQLite (ledger synchronous=NORMAL, not durable)", normal, base, base_count, count) and ok
-            report_durability(result, normal)
-            verp_dir = folder / "sqlite-verp"
-            verp_dir.mkdir()
-            verp_url = f"sqlite:///{verp_dir}/bench.sqlite3"
-            verp = run_database("SQLite", verp_url, folder, count, sink, pool, bounce_address="bounces@icmpd.org")
-            ok = report_send("SQLite (FULL, VERP: bounce_address set)", verp, base, base_count, count) and ok
-            report_verp(result, verp)
-            if args.postgres:
-                with postgres_schema() as url:
-                    if url is not None:
-                        result = run_database("PostgreSQL", url, folder, count, sink, pool)
-                        ok = report_send("PostgreSQL", result, base, base_count, count) and ok
-            ok = run_data_seam(sink, sample, args.messages) and ok
+            if not args.only_sqlite:
+                rows = Rows(args, folder, sink, base, base_count, str(tools["smtp-source"]), message_file)
+                ok = rows.run(result, sample) and ok
         finally:
             sink.stop()
     print(

@@ -4,8 +4,12 @@ Failures are injected on the server side, by recipient address:
   temp-N@...   answers 451 to the first N deliveries, then accepts
   perm@...     answers 554 5.7.1 at DATA (refused, but nothing says the address is bad)
   nouser@...   answers 550 5.1.1 at RCPT (no such user: a hard bounce)
+  grey-N@...   answers 450 4.7.1 at RCPT the first N times (greylisting), then accepts
   drop@...     drops the connection in the middle of DATA, once
   bye@...      answers 421 and closes the connection, once
+
+It announces PIPELINING (RFC 2920) as Postfix does, unless made with `pipelining=False`; aiosmtpd
+reads commands one line at a time, so pipelined commands are answered in order.
 """
 
 from __future__ import annotations
@@ -42,11 +46,26 @@ class Recorder:
     messages: list[Received] = field(default_factory=list)
     attempts: Counter[str] = field(default_factory=Counter)
     delay: float = 0.0
+    pipelining: bool = True
     lock: threading.Condition = field(default_factory=threading.Condition)
 
+    async def handle_EHLO(
+        self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname
+        if self.pipelining:
+            responses.insert(-1, "250-PIPELINING")
+        return responses
+
     async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: list[str]) -> str:
-        if address.split("@")[0].startswith("nouser"):
+        local = address.split("@")[0]
+        if local.startswith("nouser"):
             return "550 5.1.1 <" + address + ">: Recipient address rejected: User unknown"
+        if match := re.match(r"grey-(\d+)", local):
+            with self.lock:
+                self.attempts["RCPT " + address] += 1
+                if self.attempts["RCPT " + address] <= int(match.group(1)):
+                    return "450 4.7.1 <" + address + ">: Recipient address rejected: greylisted, try again later"
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
@@ -91,8 +110,8 @@ class Recorder:
 
 
 class SMTPServer:
-    def __init__(self) -> None:
-        self.recorder = Recorder()
+    def __init__(self, *, pipelining: bool = True) -> None:
+        self.recorder = Recorder(pipelining=pipelining)
         self.port = free_port()
         self.controller = Controller(self.recorder, hostname="127.0.0.1", port=self.port, decode_data=False)
 

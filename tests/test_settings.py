@@ -111,6 +111,7 @@ def test_describe_settings_names_every_value_and_where_it_came_from(monkeypatch:
         "smtp_helo_name = null  (default)",
         "special_use_domains = []  (default)",
         "smtp_pool_size = 8  (default)",
+        "smtp_pipelining = true  (default)",
         "rate_per_second = 0.0  (default)",
         "rate_per_hour = 0  (default)",
         "max_attempts = 5  (default)",

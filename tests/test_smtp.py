@@ -169,10 +169,10 @@ class ScriptedSMTP(AiosmtpdSMTP):
 class ScriptedServer:
     """aiosmtpd on 127.0.0.1; `faults` are used up one per DATA command, in order."""
 
-    def __init__(self, *faults: str) -> None:
+    def __init__(self, *faults: str, pipelining: bool = True) -> None:
         self.faults = list(faults)
         self.sessions: list[bytearray] = []
-        self.recorder = Recorder()
+        self.recorder = Recorder(pipelining=pipelining)
         self.port = free_port()
         server = self
 
@@ -347,11 +347,12 @@ def test_data_closes_the_connection_when_the_server_goes(rendered: dict[str, Any
 
 
 @FAULTS
+@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelined", "one-by-one"])
 def test_send_reconnects_after_the_server_goes_mid_data(
-    send_settings: Settings, rendered: dict[str, Any], fault: str
+    send_settings: Settings, rendered: dict[str, Any], fault: str, pipelining: bool
 ) -> None:
     """SMTPConnection: the failed send is connection_lost, nothing more is written to that session,
-    and the next send opens a new connection and is delivered."""
+    and the next send opens a new connection and is delivered (with and without PIPELINING)."""
     settings = send_settings.model_copy(update={"smtp_timeout": TIMEOUT})
     message = message_2016_02(rendered)
 
@@ -361,12 +362,12 @@ def test_send_reconnects_after_the_server_goes_mid_data(
             with pytest.raises(DeliveryError) as caught:
                 await connection.send("news@icmpd.org", "ana@example.org", message)
             assert caught.value.connection_lost and not caught.value.permanent
-            assert connection._smtp is None
+            assert not connection._connected()
             assert (await connection.send("news@icmpd.org", "ana@example.org", message)).startswith("250")
         finally:
             await connection.close()
 
-    with ScriptedServer(fault) as server:
+    with ScriptedServer(fault, pipelining=pipelining) as server:
         asyncio.run(go(server))
     assert len(server.sessions) == 2 and [m.data for m in server.recorder.messages] == [message]
     abandoned = server.data_section(0)

@@ -272,6 +272,9 @@ class Settings(BaseSettings):
     )
 
     smtp_pool_size: int = Field(8, ge=1, le=100, description="Concurrent SMTP connections.")
+    smtp_pipelining: bool = Field(
+        True, description="Pipeline MAIL, RCPT and DATA (RFC 2920) when the relay offers PIPELINING."
+    )
     rate_per_second: float = Field(0, ge=0, le=10_000, description="Messages per second at most; 0 for no limit.")
     rate_per_hour: int = Field(
         0, ge=0, le=36_000_000, description="Messages per hour at most (relay quotas); 0 for no limit."

@@ -33,6 +33,7 @@ import aiosmtplib
 from aiosmtplib import SMTPResponse, SMTPStatus
 
 from mailer.audience.addresses import envelope_address
+from mailer.delivery.pipelining import DataProgress, PipelinedSession, Refused
 from mailer.delivery.tls import UnreadableCA, tls_context
 from mailer.delivery.wire import canonical, is_canonical
 from mailer.errors import DeliveryFailed
@@ -73,13 +74,6 @@ class Transport(Protocol):
     async def send(self, sender: str, recipient: str, data: bytes) -> str: ...
 
     async def close(self) -> None: ...
-
-
-@dataclass
-class DataProgress:
-    """How far `_data` got: once the end of data is written, a missing reply leaves the delivery uncertain."""
-
-    end_written: bool = False
 
 
 async def _data(
@@ -168,16 +162,26 @@ def _tls_error(error: BaseException) -> ssl.SSLError | None:
     return None
 
 
+_UNSAFE_IN_ENVELOPE = re.compile(r"[\r\n<>\x00]")
+"""What would end an envelope address or its command early; addresses are checked before this, so it is a last guard."""
+
 _SESSION_REFUSALS = re.compile(r"helo command rejected|sender address rejected|authentication required", re.I)
 """Postfix checks EHLO and sender at RCPT time (smtpd_delay_reject): such a 5xx refuses the session, not the recipient."""
 
 
 @dataclass
 class SMTPConnection:
-    """One connection to the relay, opened on first use and again after it drops."""
+    """One connection to the relay, opened on first use and again after it drops.
+
+    When the relay announces PIPELINING (and smtp_pipelining is on), each message is one pipelined
+    transaction (pipelining.py) on the connection aiosmtplib set up; otherwise aiosmtplib's MAIL and
+    RCPT, then `_data`, one reply at a time.
+    """
 
     settings: Settings
     _smtp: aiosmtplib.SMTP | None = None
+    _pipe: PipelinedSession | None = None
+    _extensions: frozenset[str] = frozenset()
     _helo: str = field(default="", repr=False)
 
     @property
@@ -283,12 +287,28 @@ class SMTPConnection:
                 )
             raise
 
-    def _envelope(self, smtp: aiosmtplib.SMTP, sender: str, recipient: str) -> tuple[str, str, list[str]]:
+    def _connected(self) -> bool:
+        if self._pipe is not None:
+            return self._pipe.is_connected
+        return self._smtp is not None and self._smtp.is_connected
+
+    async def _open(self) -> None:
+        await self.close()
+        smtp = await self._connect()
+        self._extensions = frozenset(smtp.esmtp_extensions)
+        if self.settings.smtp_pipelining and "pipelining" in self._extensions:
+            self._pipe = PipelinedSession.take_over(smtp)
+        else:
+            self._smtp = smtp
+
+    def _envelope(self, sender: str, recipient: str) -> tuple[str, str, list[str]]:
         """MAIL FROM and RCPT TO addresses (A-label domains) and MAIL options; SMTPUTF8 only when a local part needs it."""
         mail_from, rcpt_to = envelope_address(sender), envelope_address(recipient)
+        if _UNSAFE_IN_ENVELOPE.search(mail_from + rcpt_to):
+            raise DeliveryError(f"{recipient!r} cannot go in an SMTP envelope", permanent=True)
         options: list[str] = []
         if not (mail_from.isascii() and rcpt_to.isascii()):
-            if not smtp.supports_extension("smtputf8"):
+            if "smtputf8" not in self._extensions:
                 if not mail_from.isascii():
                     raise SMTPSetupError(
                         f"SMTP server {self.server} does not offer SMTPUTF8, needed for the sender {sender}; "
@@ -296,35 +316,60 @@ class SMTPConnection:
                     )
                 raise DeliveryError(f"the relay does not offer SMTPUTF8, needed for {recipient}", permanent=True)
             options.append("SMTPUTF8")
-            if smtp.supports_extension("8bitmime"):
+            if "8bitmime" in self._extensions:
                 options.append("BODY=8BITMIME")
         return mail_from, rcpt_to, options
 
-    async def send(self, sender: str, recipient: str, data: bytes) -> str:
-        if self._smtp is None or not self._smtp.is_connected:
-            self._smtp = await self._connect()
-        smtp = self._smtp
+    async def _transaction(
+        self, mail_from: str, options: list[str], rcpt_to: str, data: bytes, progress: DataProgress
+    ) -> SMTPResponse:
+        """MAIL, RCPT and DATA: pipelined, or one command at a time; a refusal is `Refused` naming its stage."""
         timeout = self.settings.smtp_timeout
-        mail_from, rcpt_to, options = self._envelope(smtp, sender, recipient)
-        if smtp.supports_extension("size"):
-            options.append(f"SIZE={len(data)}")
-        progress = DataProgress()
+        if self._pipe is not None:
+            envelope = f"MAIL FROM:<{mail_from}>{''.join(' ' + o for o in options)}\r\nRCPT TO:<{rcpt_to}>\r\n"
+            if not is_canonical(data):
+                data = canonical(data)
+            return await self._pipe.transaction(envelope.encode(), data, timeout, progress)
+        smtp = self._smtp
+        assert smtp is not None
         stage = "sender"
         try:
             await smtp.mail(mail_from, options=options, encoding="utf-8", timeout=timeout)
             stage = "recipient"
             await smtp.rcpt(rcpt_to, encoding="utf-8", timeout=timeout)
             stage = "message"
-            response = await _data(smtp, data, timeout, progress=progress)
+            return await _data(smtp, data, timeout, progress=progress)
         except aiosmtplib.SMTPResponseException as error:
+            raise Refused(stage, SMTPResponse(error.code, error.message)) from None
+
+    async def _reset(self) -> None:
+        """RSET after a refusal; a connection that cannot even do that is closed (the next send reconnects)."""
+        timeout = self.settings.smtp_timeout
+        try:
+            if self._pipe is not None:
+                if (await self._pipe.command(b"RSET\r\n", timeout)).code != 250:
+                    await self.close()
+            elif self._smtp is not None:
+                await self._smtp.rset(timeout=timeout)
+        except aiosmtplib.SMTPException:
+            await self.close()
+
+    async def send(self, sender: str, recipient: str, data: bytes) -> str:
+        if not self._connected():
+            await self._open()
+        mail_from, rcpt_to, options = self._envelope(sender, recipient)
+        if "size" in self._extensions:
+            options.append(f"SIZE={len(data)}")
+        progress = DataProgress()
+        try:
+            response = await self._transaction(mail_from, options, rcpt_to, data, progress)
+        except Refused as error:
             reply = f"{error.code} {error.message}"
-            if error.code == 421 or not smtp.is_connected:
+            if error.code == 421 or not self._connected():
                 await self.close()
                 raise DeliveryError(reply, code=error.code, connection_lost=True) from None
-            try:
-                await smtp.rset(timeout=timeout)
-            except aiosmtplib.SMTPException:
-                await self.close()
+            await self._reset()
+            stage = error.stage
             if error.code >= 500 and (stage == "sender" or (stage == "recipient" and self._refuses_session(error))):
                 await self.close()
                 self._setup_error(
@@ -351,6 +396,9 @@ class SMTPConnection:
 
     async def close(self) -> None:
         smtp, self._smtp = self._smtp, None
+        pipe, self._pipe = self._pipe, None
+        if pipe is not None:
+            await pipe.quit(timeout=5)
         if smtp is not None and smtp.is_connected:
             try:
                 await smtp.quit(timeout=5)
