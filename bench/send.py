@@ -501,6 +501,10 @@ def run_database(
     command += ["--synchronous", synchronous]
     command += ["--bounce-address", bounce_address] if bounce_address else []
     command += [] if pipelining else ["--no-pipelining"]
+    if PROFILE.folder is not None:
+        PROFILE.runs += 1
+        raw = PROFILE.folder / f"{PROFILE.runs:02d}-{label.split()[0].lower()}.txt"
+        command = [*PROFILE.command(raw), *command]
     started = time.perf_counter()
     children = [
         subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -510,7 +514,7 @@ def run_database(
     elapsed = time.perf_counter() - started
     results = []
     for process, (stdout, stderr) in zip(children, outputs, strict=True):
-        lines = stdout.strip().splitlines()
+        lines = [line for line in stdout.splitlines() if line.startswith("{")]  # py-spy, if used, prints too
         if process.returncode != 0 or not lines:
             results = [{"wall": elapsed, "error": short_traceback(stderr), "exit": process.returncode}]
             break
@@ -549,6 +553,56 @@ def report_senders(one: dict[str, Any], two: dict[str, Any]) -> None:
     rates = [r["sent"] / r["wall"] for r in (one, two)]
     print("senders (PostgreSQL ledger, same run)")
     print(f"  {'two processes / one':34} {rates[1]:7.0f}/s vs {rates[0]:.0f}/s  ({rates[1] / rates[0]:.2f}x)")
+
+
+@dataclasses.dataclass
+class Profile:
+    """--profile: each send child runs under py-spy (sampling, GIL-holding time only), and its top lines are printed."""
+
+    folder: Path | None = None
+    runs: int = 0
+    last: Path = Path("/nonexistent")
+
+    def command(self, raw: Path) -> list[str]:
+        self.last = raw
+        binary = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+        return [binary, "record", "--gil", "--rate", "250", "--format", "raw", "--output", str(raw), "--"]
+
+    def report(self, top: int = 14) -> None:
+        if self.folder is None or not self.last.exists():
+            return
+        own: dict[str, int] = {}
+        inclusive: dict[str, int] = {}
+        total = 0
+        for line in self.last.read_text().splitlines():
+            stack, _, count_text = line.rpartition(" ")
+            count = int(count_text)
+            frames = [short_frame(f) for f in stack.split(";")]
+            total += count
+            own[frames[-1]] = own.get(frames[-1], 0) + count
+            for frame in set(frames):
+                if "mailer/" in frame or "sqlalchemy" in frame or "aiosmtplib" in frame:
+                    inclusive[frame] = inclusive.get(frame, 0) + count
+        print(f"  profile ({total} samples with the GIL held; {self.last.name}): own time")
+        for frame, count in sorted(own.items(), key=lambda kv: -kv[1])[:top]:
+            print(f"    {count / total:6.1%}  {frame}")
+        print("  including what they call (mailer, SQLAlchemy, aiosmtplib)")
+        for frame, count in sorted(inclusive.items(), key=lambda kv: -kv[1])[:top]:
+            print(f"    {count / total:6.1%}  {frame}")
+
+
+def short_frame(frame: str) -> str:
+    """`name (path:line)` with the path cut to its package: `claim (mailer/delivery/ledger.py:459)`."""
+    name, _, where = frame.partition(" (")
+    where = where.rstrip(")")
+    for marker in ("site-packages/", "/src/", "/lib/python3"):
+        if marker in where:
+            where = where.split(marker, 1)[1]
+            break
+    return f"{name} ({where})"
+
+
+PROFILE = Profile()
 
 
 def short_traceback(stderr: str) -> list[str]:
@@ -605,6 +659,7 @@ def report_send(label: str, result: dict[str, Any], base: dict[str, float], base
         print(f"  ledger:  {result['status']}")
         print(f"  smtp-sink counted {result['received']} messages before the failure")
         return False
+    PROFILE.report()
     sent = result["sent"]
     mailer_rate = sent / result["wall"]
     base_rate = base_count / base["wall"]
@@ -757,16 +812,22 @@ class Rows:
             and ok
         )
         if self.args.postgres:
-            with postgres_schema() as url:
-                if url is not None:
-                    good, one_sender = self.send("PostgreSQL", url)
-                    ok = good and ok
-            with postgres_schema() as url:
-                if url is not None:
-                    good, two = self.send("PostgreSQL, two mailer send processes on one send", url, senders=2)
-                    ok = good and ok
-                    report_senders(one_sender, two)
+            ok = self.postgres() and ok
         return run_data_seam(self.sink, sample, self.args.messages) and ok
+
+    def postgres(self) -> bool:
+        """One sender on PostgreSQL, then two processes sharing one send."""
+        ok = True
+        with postgres_schema() as url:
+            if url is None:
+                return False
+            ok, one = self.send("PostgreSQL", url)
+        with postgres_schema() as url:
+            if url is None:
+                return False
+            good, two = self.send("PostgreSQL, two mailer send processes on one send", url, senders=2)
+            report_senders(one, two)
+        return good and ok
 
 
 def main() -> None:
@@ -777,7 +838,12 @@ def main() -> None:
     parser.add_argument("--builds", type=int, default=2000, help="builds for the message micro-benchmark")
     parser.add_argument("--messages", type=int, default=2000, help="messages each way for the DATA seam rows")
     parser.add_argument("--data-seam", action="store_true", help="only the DATA seam rows (needs smtp-sink only)")
-    parser.add_argument("--only-sqlite", action="store_true", help="only smtp-source and the SQLite FULL send")
+    parser.add_argument("--profile", type=Path, help="run each send under py-spy, raw profiles into this folder")
+    parser.add_argument(
+        "--only",
+        choices=["sqlite", "postgres"],
+        help="only smtp-source and the SQLite FULL send (the million), or the PostgreSQL rows (with --postgres)",
+    )
     parser.add_argument("--rtt", type=float, default=10, help="ms the far-relay rows add to each round trip")
     parser.add_argument("--relay-recipients", type=int, default=5000, help="recipients for the far-relay rows")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -794,6 +860,11 @@ def main() -> None:
 
     if args.data_seam:
         sys.exit(data_seam_only(args.messages))
+    if args.profile is not None:
+        if shutil.which("py-spy") is None and not Path(sys.executable).with_name("py-spy").exists():
+            raise SystemExit("--profile needs py-spy: .venv/bin/pip install py-spy")
+        args.profile.mkdir(parents=True, exist_ok=True)
+        PROFILE.folder = args.profile
 
     tools = {name: find_tool(name) for name in TOOLS}
     if not all(tools.values()):
@@ -850,11 +921,14 @@ def main() -> None:
             if base["received"] != base_count:
                 print(f"  PROBLEM: smtp-sink counted {base['received']} of {base_count} baseline messages")
                 ok = False
-            result = run_database("SQLite", sqlite_url(folder, "sqlite"), folder, count, sink, pool)
-            ok = report_send("SQLite (ledger synchronous=FULL)", result, base, base_count, count) and ok
-            if not args.only_sqlite:
-                rows = Rows(args, folder, sink, base, base_count, str(tools["smtp-source"]), message_file)
-                ok = rows.run(result, sample) and ok
+            rows = Rows(args, folder, sink, base, base_count, str(tools["smtp-source"]), message_file)
+            if args.only == "postgres":
+                ok = rows.postgres() and ok
+            else:
+                result = run_database("SQLite", sqlite_url(folder, "sqlite"), folder, count, sink, pool)
+                ok = report_send("SQLite (ledger synchronous=FULL)", result, base, base_count, count) and ok
+                if args.only is None:
+                    ok = rows.run(result, sample) and ok
         finally:
             sink.stop()
     print(

@@ -401,3 +401,32 @@ def test_a_rerun_that_leaves_failed_rows_exits_3(
         "mailer send issues/2016-02.yaml --list staff --retry-failed --include-permanent\n"
     )
     assert delivery_status(staff, "2016-02", "staff").counts == {"sent": 1, "failed": 1}
+
+
+# --- claims go forward through the list, and still find rows given back behind them --------------
+
+
+def test_rows_given_back_behind_the_last_claim_are_claimed_again(staff: Engine) -> None:
+    """Claims start after the last row claimed (PostgreSQL would step over every claimed row's dead
+    index entry otherwise); rows released behind that point, as an interrupted sender gives them back,
+    are still claimed, and a recipient who unsubscribed meanwhile is skipped, not claimed."""
+    people = [f"reader{n:02d}@example.org" for n in range(12)]
+    for address in people:
+        add_subscriber(staff, "staff", address, name=address.split("@")[0].title())
+    ledger = Ledger(staff, "2016-02", "staff")
+    try:
+        ledger.recover()
+        ledger.prepare()
+        first = ledger.claim(4)
+        second = ledger.claim(4)
+        ledger.release([row.delivery_id for row in first.rows])
+        unsubscribe(staff, people[1])
+        rest = ledger.claim(100)
+        again = ledger.claim(100)
+    finally:
+        ledger.close()
+    assert [row.email for row in second.rows] == people[4:8]
+    assert sorted(row.email for row in rest.rows) == sorted([people[0], *people[2:4], *people[8:]])
+    assert rest.skipped == 1 and again.rows == []
+    assert all(row.name == row.email.split("@")[0].title() for row in rest.rows)
+    assert statuses(staff)[people[1]] == "skipped"

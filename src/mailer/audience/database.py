@@ -128,7 +128,7 @@ deliveries = sa.Table(
     sa.Column("allow_duplicate", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("covered_by", sa.Integer, nullable=True),
     sa.UniqueConstraint("issue", "list_id", "subscriber_id", name="uq_deliveries_recipient"),
-    sa.Index("ix_deliveries_issue_list_status", "issue", "list_id", "status"),
+    sa.Index("ix_deliveries_issue_list_status_id", "issue", "list_id", "status", "id"),
     sa.Index("ix_deliveries_issue_subscriber", "issue", "subscriber_id"),
     sa.Index("ix_deliveries_subscriber_sent", "subscriber_id", "sent_at"),
     sa.Index(

@@ -206,6 +206,8 @@ class Ledger:
         self.postgres = engine.dialect.name == "postgresql"
         self.claimant = f"{socket.gethostname()[:60]}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
         self._guard = threading.Lock()
+        self._cursor = 0
+        """The highest id this sender claimed: the next claim of pending rows starts after it."""
         self._lock: FileLock | None = None
         if not self.postgres:
             self._lock = self._take_lock()
@@ -330,7 +332,22 @@ class Ledger:
             .values(status=SKIPPED, reply=GONE, updated_at=stamp)
         ).rowcount
         self.conn.commit()
-        return Prepared(added, skipped, covered, self._revive(stamp))
+        revived = self._revive(stamp)
+        if self.postgres and added + covered:
+            self._analyze()
+        return Prepared(added, skipped, covered, revived)
+
+    def _analyze(self) -> None:
+        """Fresh planner statistics for the tables each claim reads (PostgreSQL).
+
+        Until autovacuum gets to them, rows just imported or added look like none to the planner,
+        and it checks each claimed row's membership by walking the list's members from the start
+        instead of looking it up: each claim slower than the one before (15 ms after 20,000 rows,
+        against 2 ms). ANALYZE reads a fixed-size sample, a fraction of a second on a million rows.
+        """
+        for table in (subscribers, memberships, deliveries):
+            self.conn.exec_driver_sql(f"ANALYZE {table.name}")
+        self.conn.commit()
 
     def _insert(self, columns: list[str], rows: sa.Select[Any]) -> int:
         """INSERT ... SELECT, ignoring rows that would break any unique index: no conflict target, so the partial one counts."""
@@ -438,75 +455,101 @@ class Ledger:
     def claim(self, size: int) -> Batch:
         """Take up to `size` rows for this sender: pending ones, and (PostgreSQL) those whose lease lapsed.
 
-        Concurrent PostgreSQL senders skip each other's rows. Rows whose recipient unsubscribed, was
-        suppressed or left the list since the send began become skipped here, at claim time.
+        One UPDATE ... RETURNING per batch: the next pending rows in id order straight from
+        ix_deliveries_issue_list_status_id, returned with each recipient's name and whether they
+        may still be mailed. Rows whose recipient unsubscribed, was suppressed or left the list
+        since the send began become skipped here, at claim time (a second statement, only then).
+        Concurrent PostgreSQL senders skip each other's rows; abandoned rows (lease lapsed) are
+        claimed when pending ones run short.
         """
         skipped = 0
         while True:
-            claimable = (
-                sa.or_(deliveries.c.status == PENDING, self._abandoned())
-                if self.postgres
-                else (deliveries.c.status == PENDING)
-            )
-            ids = (
-                sa.select(deliveries.c.id)
-                .where(self._where(claimable))
-                .order_by(deliveries.c.id)
-                .limit(size)
-                .with_for_update(skip_locked=True)
-                .scalar_subquery()
-            )
-            claimed = self.conn.execute(
-                sa.update(deliveries)
-                .where(deliveries.c.id.in_(ids))
-                .values(
-                    status=SENDING,
-                    claimed_by=self.claimant,
-                    claimed_until=self._lease_end(),
-                    uncertain=sa.or_(deliveries.c.uncertain, deliveries.c.status == SENDING),
-                    updated_at=now(),
-                )
-                .returning(
-                    deliveries.c.id,
-                    deliveries.c.subscriber_id,
-                    deliveries.c.email,
-                    deliveries.c.attempts,
-                    deliveries.c.uncertain,
-                )
-            ).all()
+            claimed = self._take_pending(size)
+            if self.postgres and len(claimed) < size:
+                claimed += self._take(self._abandoned(), size - len(claimed))
             if not claimed:
                 self.conn.commit()
                 return Batch([], skipped)
-            gone = set(
+            gone = [row.id for row in claimed if row.gone]
+            if gone:
                 self.conn.execute(
                     sa.update(deliveries)
-                    .where(deliveries.c.id.in_([row.id for row in claimed]), _suppressed_or_gone(self.list_id))
+                    .where(deliveries.c.id.in_(gone))
                     .values(status=SKIPPED, reply=GONE, claimed_until=None, updated_at=now())
-                    .returning(deliveries.c.id)
-                ).scalars()
-            )
-            skipped += len(gone)
-            claimed = [row for row in claimed if row.id not in gone]
-            if not claimed:
-                self.conn.commit()
-                continue
-            query = sa.select(subscribers.c.id, subscribers.c.name).where(
-                subscribers.c.id.in_([row.subscriber_id for row in claimed])
-            )
-            names = {row.id: row.name for row in self.conn.execute(query)}
+                )
+                skipped += len(gone)
+                claimed = [row for row in claimed if not row.gone]
             self.conn.commit()
+            if not claimed:
+                continue
             rows = [
                 Claimed(
                     row.id,
                     row.subscriber_id,
                     row.email,
-                    names.get(row.subscriber_id, ""),
+                    row.name or "",
                     attempts=row.attempts,
                     uncertain=bool(row.uncertain),
                 )
                 for row in sorted(claimed, key=lambda r: r.id)
             ]
             return Batch(rows, skipped)
+
+    def _take_pending(self, size: int) -> list[sa.Row[Any]]:
+        """The next pending rows after the last one this sender claimed, then (when those run short) from the start.
+
+        Starting after the last claim matters on PostgreSQL: every claimed row leaves a dead index
+        entry under "pending" until VACUUM, and a scan from the start would step over all of
+        them, each claim slower than the one before. Rows behind the cursor (given back by
+        another sender, or by a retry) are found by the scan from the start.
+        """
+        claimed = self._take(sa.and_(deliveries.c.status == PENDING, deliveries.c.id > self._cursor), size)
+        if len(claimed) < size and self._cursor:
+            self._cursor = 0
+            claimed += self._take(deliveries.c.status == PENDING, size - len(claimed))
+        if claimed:
+            self._cursor = max(self._cursor, max(row.id for row in claimed))
+        return claimed
+
+    def _take(self, claimable: Any, size: int) -> list[sa.Row[Any]]:
+        """Claim up to `size` rows matching `claimable`: id, subscriber_id, email, attempts, uncertain, name, gone.
+
+        On SQLite, RETURNING gives the ids and a SELECT the rest: SQLAlchemy writes the columns of a
+        subquery in SQLite's RETURNING without their table, which breaks the correlation (2.0).
+        """
+        ids = (
+            sa.select(deliveries.c.id)
+            .where(self._where(claimable))
+            .order_by(deliveries.c.id)
+            .limit(size)
+            .with_for_update(skip_locked=True)
+            .scalar_subquery()
+        )
+        update = (
+            sa.update(deliveries)
+            .where(deliveries.c.id.in_(ids))
+            .values(
+                status=SENDING,
+                claimed_by=self.claimant,
+                claimed_until=self._lease_end(),
+                uncertain=sa.or_(deliveries.c.uncertain, deliveries.c.status == SENDING),
+                updated_at=now(),
+            )
+        )
+        name = sa.select(subscribers.c.name).where(subscribers.c.id == deliveries.c.subscriber_id).scalar_subquery()
+        columns = (
+            deliveries.c.id,
+            deliveries.c.subscriber_id,
+            deliveries.c.email,
+            deliveries.c.attempts,
+            deliveries.c.uncertain,
+            name.label("name"),
+            _suppressed_or_gone(self.list_id).label("gone"),
+        )
+        if self.postgres:
+            return list(self.conn.execute(update.returning(*columns)).all())
+        taken = self.conn.execute(update.returning(deliveries.c.id)).scalars().all()
+        return list(self.conn.execute(sa.select(*columns).where(deliveries.c.id.in_(taken))).all()) if taken else []
 
     @_serialised
     def renew(self) -> int:
