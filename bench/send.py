@@ -527,7 +527,26 @@ def run_database(
     result["import"] = imported
     result["status"] = delivery_status(engine, ISSUE.stem, LIST).lines()[0]
     engine.dispose()
+    result["commands"] = {
+        "status": timed_command(url, "status", str(ISSUE), "--list", LIST),
+        "report": timed_command(url, "report", ISSUE.stem, "--list", LIST),
+    }
     return result
+
+
+def timed_command(url: str, *args: str) -> float:
+    """Wall seconds of `mailer ARGS` as a user runs it (a fresh process, start-up included) on the bench ledger."""
+    started = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-m", "mailer", *args],
+        cwd=ROOT,
+        env={**os.environ, "MAILER_DATABASE_URL": url},
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"mailer {' '.join(args)} exited {done.returncode}: {done.stderr.strip()}")
+    return time.perf_counter() - started
 
 
 def combined(results: list[dict[str, Any]], elapsed: float) -> dict[str, Any]:
@@ -681,6 +700,11 @@ def report_send(label: str, result: dict[str, Any], base: dict[str, float], base
     print(f"  {'ratio mailer/smtp-source (msgs/s)':34} {ratio}")
     print(f"  summary: {result['summary']}")
     print(f"  ledger:  {result['status']}")
+    commands = result["commands"]
+    print(
+        f"  {'mailer status / mailer report':34} {commands['status']:7.2f} s / {commands['report']:.2f} s  "
+        f"(each a fresh process on this ledger of {count:,} rows, start-up included)"
+    )
     print(f"  smtp-sink counted {result['received']} messages during the send")
     if result["failed"] or sent != count or result["received"] != count:
         print(f"  PROBLEM: expected {count} sent and received; see the lines above")

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
 from click.testing import Result
 
-from tests.cli_helpers import run_cli
+from tests.cli_helpers import run_cli, start_mailer
 from tests.conftest import ROOT
 
 
@@ -70,3 +73,39 @@ def test_unreachable_database_is_one_line(tmp_path: Path) -> None:
     assert result.exit_code == 1
     assert result.stderr.startswith("database postgresql+psycopg://nobody@127.0.0.1:1/none: connection failed")
     assert len(result.stderr.splitlines()) == 1
+
+
+def _read_position(process: subprocess.Popen[str], path: Path) -> int:
+    """How far the child has read `path`: Linux shows each open file's offset in /proc."""
+    fds = Path(f"/proc/{process.pid}/fd")
+    for fd in fds.iterdir():
+        try:
+            if Path(os.readlink(fd)) == path:
+                return int((fds.parent / "fdinfo" / fd.name).read_text().split()[1])
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return 0
+
+
+def test_an_import_killed_half_way_leaves_nothing_and_the_rerun_imports_all(  # type: ignore[no-untyped-def]
+    run, tmp_path: Path, database_url: str
+) -> None:
+    run("lists", "create", "staff")
+    people = tmp_path / "people.csv"
+    rows = 60_000
+    people.write_text("email,name\n" + "".join(f"person{i}@example.org,Person {i}\n" for i in range(rows)))
+    size = people.stat().st_size
+    process = start_mailer(
+        "subscribers", "import", "staff", str(people), cwd=tmp_path, env={"MAILER_DATABASE_URL": database_url}
+    )
+    deadline = time.monotonic() + 60
+    while _read_position(process, people) < size // 3 and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert process.poll() is None, "the import finished before a third of the file was read: make the file longer"
+    process.kill()
+    process.wait()
+
+    assert run("lists").stdout.splitlines()[1].split() == ["staff", "0", "0", "0"]
+    assert run("subscribers", "export", "staff").stdout == "email,name\n"
+    result = run("subscribers", "import", "staff", str(people))
+    assert result.stdout.startswith(f"{people}: {rows} added, 0 updated, 0 unchanged, 0 invalid, 0 skipped")

@@ -6,8 +6,10 @@ import io
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from mailer.audience.database import memberships, subscribers
 from mailer.audience.lists import (
     add_subscriber,
     create_list,
@@ -237,3 +239,23 @@ def test_the_newest_migration_file_is_alembics_head() -> None:
     from mailer.audience.database import MIGRATIONS, head_revision
 
     assert head_revision() == ScriptDirectory(str(MIGRATIONS)).get_current_head()
+
+
+def test_imported_rows_read_back_like_rows_added_one_by_one(staff: Engine, tmp_path: Path) -> None:
+    """The import writes through the driver in bulk: dates, attributes and names must come back
+    exactly as SQLAlchemy writes them for a subscriber added alone (same types, same time zone)."""
+    add_subscriber(staff, "staff", "alone@example.org", name="Alone", attributes={"language": "fr"})
+    import_subscribers(staff, "staff", write(tmp_path, "email,name,language\nbulk@example.org,Bulk Zoë,fr\n"))
+    with staff.connect() as connection:
+        found = {
+            row.email: row
+            for row in connection.execute(
+                sa.select(subscribers.c.email, subscribers.c.name, subscribers.c.attributes, subscribers.c.created_at)
+            )
+        }
+        joined = connection.execute(sa.select(memberships.c.changed_at)).scalars().all()
+    alone, bulk = found["alone@example.org"], found["bulk@example.org"]
+    assert bulk.name == "Bulk Zoë" and bulk.attributes == {"language": "fr"} == alone.attributes
+    assert type(bulk.created_at) is type(alone.created_at) and bulk.created_at.tzinfo == alone.created_at.tzinfo
+    assert abs((bulk.created_at - alone.created_at).total_seconds()) < 60
+    assert len(joined) == 2 and all(type(when) is type(joined[0]) for when in joined)

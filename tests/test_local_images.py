@@ -94,7 +94,9 @@ def test_render_prepares_each_photo_upright_without_metadata_at_twice_its_displa
     assert all(src.startswith("https://newsletter.icmpd.org/2016-03/images/") for _, _, src in email_images)
     assert all(src.startswith("images/") for _, _, src in web_images), "the web version finds them beside it"
     widths = re.findall(r'src="images/budapest[^"]*" width="(\d+)"', pages["web.html"])
-    assert widths == ["552"] and ("Delegates around a table in Budapest", "828", f"images/{written[0].name}") in web_images
+    assert (
+        widths == ["552"] and ("Delegates around a table in Budapest", "828", f"images/{written[0].name}") in web_images
+    )
 
 
 @pytest.mark.parametrize(
@@ -145,7 +147,9 @@ def sent_message(project: Path, database: str, **env: str) -> EmailMessage:
         "MAILER_UNSUBSCRIBE_SECRET": SECRET,
         **env,
     }
-    result = run_cli("send", "issues/2016-03.yaml", "--list", "staff", "--dry-run", "-o", "eml", cwd=project, env=settings)
+    result = run_cli(
+        "send", "issues/2016-03.yaml", "--list", "staff", "--dry-run", "-o", "eml", cwd=project, env=settings
+    )
     assert result.exit_code == 0, result.output
     [eml] = (project / "eml").glob("*.eml")
     message = email.message_from_bytes(eml.read_bytes(), policy=email.policy.default)

@@ -73,7 +73,9 @@ def test_each_recipient_gets_one_personal_standards_compliant_message(
             r"<(https://newsletter\.icmpd\.org/unsubscribe/([^>]+))>", message["List-Unsubscribe"]
         )
         assert unsubscribe
-        assert read_token(SECRET, unsubscribe.group(2)).issue == "2016-02", "the link counts an unsubscribe against its issue"
+        assert read_token(SECRET, unsubscribe.group(2)).issue == "2016-02", (
+            "the link counts an unsubscribe against its issue"
+        )
         assert message.get_content_type() == "multipart/alternative"
         text, html = message.iter_parts()
         assert (text.get_content_type(), html.get_content_type()) == ("text/plain", "text/html")

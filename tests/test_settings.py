@@ -135,7 +135,7 @@ def test_describe_settings_names_every_value_and_where_it_came_from(monkeypatch:
         "bounce_handled_folder = null  (default)",
         "bounce_poll_seconds = 60.0  (default)",
         "soft_bounce_limit = 3  (default)",
-        "images = \"hosted\"  (default)",
+        'images = "hosted"  (default)',
         "dkim_key_file = null  (default)",
         "dkim_selector = null  (default)",
         "link_check_timeout = 10.0  (default)",

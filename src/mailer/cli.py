@@ -94,7 +94,9 @@ def render(files: tuple[Path, ...], out_dir: Path | None, config_file: Path | No
 
 @cli.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--links", is_flag=True, help="Also fetch every link and image of the rendered issues; 1 if one is broken.")
+@click.option(
+    "--links", is_flag=True, help="Also fetch every link and image of the rendered issues; 1 if one is broken."
+)
 @config_option
 @reports_errors
 def check(files: tuple[Path, ...], links: bool, config_file: Path | None) -> None:
@@ -322,7 +324,9 @@ def subscribers_remove(list_name: str, email: str, config_file: Path | None) -> 
 
 @subscribers.command("list")
 @click.argument("list_name", metavar="LIST", callback=no_nul)
-@click.option("--search", default="", metavar="TEXT", callback=no_nul, help="Only addresses or names containing TEXT (any case).")
+@click.option(
+    "--search", default="", metavar="TEXT", callback=no_nul, help="Only addresses or names containing TEXT (any case)."
+)
 @click.option("--suppressed", is_flag=True, help="Only the suppressed ones.")
 @config_option
 @reports_errors

@@ -203,7 +203,9 @@ class Colours(_Config):
 
 
 class SocialAccount(_Config):
-    label: str = Field(min_length=1, description='The link text beside the icon, e.g. "Twitter"; the icon itself is decorative.')
+    label: str = Field(
+        min_length=1, description='The link text beside the icon, e.g. "Twitter"; the icon itself is decorative.'
+    )
     url: PublicUrl
     icon: ImageLocation
 
@@ -329,7 +331,9 @@ class Settings(BaseSettings):
         "folder or an mbox file.",
     )
     bounce_password: SecretStr | None = Field(None, description="Password of the IMAP bounce mailbox.")
-    bounce_ca_file: Path | None = Field(None, description="A CA bundle (PEM) to trust for the IMAP server's certificate.")
+    bounce_ca_file: Path | None = Field(
+        None, description="A CA bundle (PEM) to trust for the IMAP server's certificate."
+    )
     bounce_tls_verify: bool = Field(True, description="Check the IMAP server's certificate.")
     bounce_handled_folder: str | None = Field(
         None, description="IMAP folder (or Maildir subfolder) handled messages are moved to; unset: marked read."

@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import difflib
 import re
-import unicodedata
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +28,7 @@ from mailer.errors import MailerError
 
 LIST_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,99}$")
 MAX_TEXT = 300
+_SURROGATE = re.compile("[\ud800-\udfff]")
 """The longest name, attribute name or attribute value: subscribers.name is VARCHAR(300) on PostgreSQL."""
 
 
@@ -44,9 +44,8 @@ def text_problem(what: str, text: str) -> str | None:
     """
     if len(text) > MAX_TEXT:
         return f"{what} is longer than {MAX_TEXT} characters ({len(text)})"
-    for char in text:
-        if unicodedata.category(char) == "Cs":
-            return f"{what} contains U+{ord(char):04X}, not a character; remove it"
+    if not text.isascii() and (surrogate := _SURROGATE.search(text)):
+        return f"{what} contains U+{ord(surrogate.group()):04X}, not a character; remove it"
     return None
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import codecs
 import csv
-import io
+import datetime as dt
+import json
 import re
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
@@ -22,7 +24,9 @@ from mailer.errors import MailerError
 EMAIL_HEADERS = ("email", "e-mail", "email address", "e-mail address", "mail")
 NAME_HEADERS = ("name", "full name")
 CHUNK = 500
-SCAN_THRESHOLD = 5_000
+"""Addresses per IN (...) lookup."""
+CHUNK_ROWS = 5_000
+"""Rows of the file checked and written together: the import's memory is about this many rows, whatever the file's size."""
 FORMULA = re.compile(r"'*[=+\-@\t\r]")
 """A cell a spreadsheet could take for a formula (OWASP CSV injection), after any quotes added to defuse it."""
 
@@ -75,16 +79,26 @@ def attribute_name(label: str) -> str:
     return clean_text(label).lower().replace(" ", "_")
 
 
-def _read_text(path: Path) -> str:
+def _open_text(path: Path) -> TextIO:
     try:
-        raw = path.read_bytes()
+        return path.open(encoding="utf-8-sig", newline="")
     except OSError as error:
         raise MailerError(f"{path}: cannot read: {error.strerror}; nothing was imported") from None
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError as error:
-        line = raw[: error.start].count(b"\n") + 1
-        raise MailerError(f"{path}:{line}: not UTF-8 text; save the file as UTF-8 CSV; nothing was imported") from None
+
+
+def _not_utf8(path: Path) -> MailerError:
+    """The line of the first byte that is not UTF-8, found by a second pass over the bytes (only on this error)."""
+    decoder = codecs.getincrementaldecoder("utf-8-sig")()
+    line = 1
+    with path.open("rb") as raw:
+        while block := raw.read(1 << 20):
+            try:
+                decoder.decode(block)
+            except UnicodeDecodeError as error:
+                line += block[: max(error.start, 0)].count(b"\n")
+                break
+            line += block.count(b"\n")
+    return MailerError(f"{path}:{line}: not UTF-8 text; save the file as UTF-8 CSV; nothing was imported")
 
 
 def _delimiter(text: str) -> str:
@@ -93,16 +107,15 @@ def _delimiter(text: str) -> str:
     return max(",;\t|", key=header.count)
 
 
-def read_rows(
-    path: Path, *, special_use_domains: Collection[str] = ()
-) -> tuple[list[Row], list[tuple[int, str]], list[tuple[int, str]]]:
-    """Valid rows, invalid (line, reason) and duplicate (line, reason); raises if the file itself is unusable."""
-    text = _read_text(path)
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=_delimiter(text))
-    try:
-        header = next((row for row in reader if any(cell.strip() for cell in row)), None)
-    except csv.Error as error:
-        raise MailerError(f"{path}:{reader.line_num}: not valid CSV ({error}); nothing was imported") from None
+@dataclass(frozen=True)
+class _Columns:
+    email: int
+    name: int | None
+    attributes: list[tuple[int, str]]
+    width: int
+
+
+def _columns(path: Path, header: list[str] | None, line: int) -> _Columns:
     if header is None:
         raise MailerError(f"{path}: the file is empty; it needs a header row with an email column")
     header = [from_spreadsheet(cell) for cell in header]
@@ -110,9 +123,7 @@ def read_rows(
     email_col = next((i for i, name in enumerate(names) if name in EMAIL_HEADERS), None)
     if email_col is None:
         found = ", ".join(clean_text(cell) for cell in header) or "nothing"
-        raise MailerError(
-            f"{path}:{reader.line_num}: no email column in the header (found: {found}); name one column 'email'"
-        )
+        raise MailerError(f"{path}:{line}: no email column in the header (found: {found}); name one column 'email'")
     name_col = next((i for i, name in enumerate(names) if name in NAME_HEADERS), None)
     attribute_cols = [
         (i, label)
@@ -122,43 +133,64 @@ def read_rows(
     for _, label in attribute_cols:
         problem = text_problem("column name", label)
         if problem:
-            raise MailerError(f"{path}:{reader.line_num}: {problem}; nothing was imported")
+            raise MailerError(f"{path}:{line}: {problem}; nothing was imported")
+    return _Columns(email_col, name_col, attribute_cols, len(header))
 
-    rows: list[Row] = []
-    invalid: list[tuple[int, str]] = []
-    duplicates: list[tuple[int, str]] = []
-    first_line: dict[str, int] = {}
-    read_up_to = reader.line_num
-    try:
-        for cells in reader:
-            line, read_up_to = read_up_to + 1, reader.line_num  # a quoted field may span lines: name the first
-            if not any(cell.strip() for cell in cells):
-                continue
-            cells = [from_spreadsheet(cell) for cell in cells]
-            cells += [""] * (len(header) - len(cells))
-            address = cells[email_col].strip()
-            if not address:
-                invalid.append((line, "no email address"))
-                continue
+
+def parse_rows(
+    path: Path, invalid: list[tuple[int, str]], *, special_use_domains: Collection[str] = ()
+) -> Iterator[Row]:
+    """Each valid row as the file is read, a line at a time; invalid (line, reason) are added to `invalid`.
+
+    Duplicates are not looked for here (import_subscribers does, in the database). Raises
+    MailerError, naming the line, if the file itself is unusable: not UTF-8, not CSV, no email column.
+    """
+    with _open_text(path) as text:
+        try:
+            head = text.read(65536)
+            text.seek(0)
+            reader = csv.reader(text, delimiter=_delimiter(head))
             try:
-                email, key = normalise_email(address, special_use_domains=special_use_domains)
-            except InvalidAddress as error:
-                invalid.append((line, f"{address}: {error}"))
-                continue
-            name = clean_text(cells[name_col]) if name_col is not None else ""
-            attributes = {label: value for i, label in attribute_cols if (value := clean_text(cells[i]))}
-            problem = subscriber_problem(name, attributes)
-            if problem:
-                invalid.append((line, f"{email}: {problem}"))
-                continue
-            if key in first_line:
-                duplicates.append((line, f"{email} is a duplicate of line {first_line[key]}"))
-                continue
-            first_line[key] = line
-            rows.append(Row(line, email, key, name, attributes))
-    except csv.Error as error:
-        raise MailerError(f"{path}:{reader.line_num}: not valid CSV ({error}); nothing was imported") from None
-    return rows, invalid, duplicates
+                header = next((row for row in reader if any(cell.strip() for cell in row)), None)
+                columns = _columns(path, header, reader.line_num)
+                read_up_to = reader.line_num
+                for cells in reader:
+                    line, read_up_to = read_up_to + 1, reader.line_num  # a quoted field may span lines: name the first
+                    if (row := _row(line, cells, columns, invalid, special_use_domains)) is not None:
+                        yield row
+            except csv.Error as error:
+                raise MailerError(f"{path}:{reader.line_num}: not valid CSV ({error}); nothing was imported") from None
+        except UnicodeDecodeError:
+            raise _not_utf8(path) from None
+
+
+def _row(
+    line: int,
+    cells: list[str],
+    columns: _Columns,
+    invalid: list[tuple[int, str]],
+    special_use_domains: Collection[str],
+) -> Row | None:
+    if not any(cell.strip() for cell in cells):
+        return None
+    cells = [from_spreadsheet(cell) for cell in cells]
+    cells += [""] * (columns.width - len(cells))
+    address = cells[columns.email].strip()
+    if not address:
+        invalid.append((line, "no email address"))
+        return None
+    try:
+        email, key = normalise_email(address, special_use_domains=special_use_domains)
+    except InvalidAddress as error:
+        invalid.append((line, f"{address}: {error}"))
+        return None
+    name = clean_text(cells[columns.name]) if columns.name is not None else ""
+    attributes = {label: value for i, label in columns.attributes if (value := clean_text(cells[i]))}
+    problem = subscriber_problem(name, attributes)
+    if problem:
+        invalid.append((line, f"{email}: {problem}"))
+        return None
+    return Row(line, email, key, name, attributes)
 
 
 def _chunks(items: list[str]) -> Iterator[list[str]]:
@@ -166,68 +198,112 @@ def _chunks(items: list[str]) -> Iterator[list[str]]:
         yield items[start : start + CHUNK]
 
 
-def _existing(conn: Connection, keys: list[str]) -> tuple[dict[str, Any], set[str]]:
-    """Subscribers and suppressions among `keys`: looked up in chunks for a small file, by one scan for a big one."""
-    columns = (subscribers.c.id, subscribers.c.email_key, subscribers.c.name, subscribers.c.attributes)
-    if len(keys) <= SCAN_THRESHOLD:
-        queries = [
-            (
-                sa.select(*columns).where(subscribers.c.email_key.in_(chunk)),
-                sa.select(suppressions.c.email_key).where(suppressions.c.email_key.in_(chunk)),
-            )
-            for chunk in _chunks(keys)
-        ]
-    else:
-        queries = [(sa.select(*columns), sa.select(suppressions.c.email_key))]
-    wanted = set(keys)
-    known: dict[str, Any] = {}
-    suppressed: set[str] = set()
-    for subscriber_query, suppression_query in queries:
-        for row in conn.execute(subscriber_query).mappings():
-            if row["email_key"] in wanted:
+_seen_lines = sa.Table(
+    "import_seen_lines",
+    sa.MetaData(),
+    sa.Column("email_key", sa.String(320), primary_key=True),
+    sa.Column("line", sa.Integer, nullable=False),
+    prefixes=["TEMPORARY"],
+)
+"""The first line of each address in the file being imported: duplicates are found here, not in memory."""
+
+
+def _insert_rows(conn: Connection, table: sa.Table, columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
+    """One executemany handed to the driver as it is: SQLAlchemy's per-row parameter handling was most of a big import."""
+    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    statement = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join([mark] * len(columns))})"
+    conn.exec_driver_sql(statement, rows)
+
+
+@dataclass
+class _Import:
+    """One import's transaction: each chunk of the file is checked and written before the next is read."""
+
+    conn: Connection
+    list_id: int
+    list_name: str
+    report: ImportReport
+    stamp: dt.datetime
+    analyzed: bool = False
+    written: int = 0
+    next_analyze: int = CHUNK_ROWS
+
+    def __post_init__(self) -> None:
+        dialect = self.conn.dialect
+        processor = subscribers.c.created_at.type.dialect_impl(dialect).bind_processor(dialect)
+        self.stored_stamp = processor(self.stamp) if processor else self.stamp
+
+    def first_lines(self, rows: list[Row]) -> list[Row]:
+        """The rows whose address the file has not had before; the others are reported as duplicates."""
+        earlier: dict[str, int] = {}
+        for keys in _chunks([row.key for row in rows]):
+            query = sa.select(_seen_lines.c.email_key, _seen_lines.c.line).where(_seen_lines.c.email_key.in_(keys))
+            earlier.update(self.conn.execute(query).all())
+        first: list[Row] = []
+        for row in rows:
+            if row.key in earlier:
+                self.report.skipped.append((row.line, f"{row.email} is a duplicate of line {earlier[row.key]}"))
+            else:
+                earlier[row.key] = row.line
+                first.append(row)
+        _insert_rows(self.conn, _seen_lines, ("email_key", "line"), [(row.key, row.line) for row in first])
+        if not self.analyzed and self.conn.dialect.name == "postgresql":
+            # autovacuum never looks at a temporary table: without this, PostgreSQL scans all of it for each lookup
+            self.conn.exec_driver_sql(f"ANALYZE {_seen_lines.name}")
+            self.analyzed = True
+        return first
+
+    def existing(self, keys: list[str]) -> tuple[dict[str, Any], set[str]]:
+        """Subscribers and suppressions among `keys`."""
+        columns = (subscribers.c.id, subscribers.c.email_key, subscribers.c.name, subscribers.c.attributes)
+        known: dict[str, Any] = {}
+        suppressed: set[str] = set()
+        for chunk in _chunks(keys):
+            for row in self.conn.execute(sa.select(*columns).where(subscribers.c.email_key.in_(chunk))).mappings():
                 known[row["email_key"]] = row
-        suppressed.update(key for key in conn.execute(suppression_query).scalars() if key in wanted)
-    return known, suppressed
+            query = sa.select(suppressions.c.email_key).where(suppressions.c.email_key.in_(chunk))
+            suppressed.update(self.conn.execute(query).scalars())
+        return known, suppressed
 
-
-def import_subscribers(
-    engine: Engine, list_name: str, path: Path, *, dry_run: bool = False, special_use_domains: Collection[str] = ()
-) -> ImportReport:
-    """Import in one transaction: all valid rows or, if the file is unusable, nothing.
-
-    Suppressed addresses and those who unsubscribed from this list are never re-subscribed.
-    """
-    rows, invalid, duplicates = read_rows(path, special_use_domains=special_use_domains)
-    report = ImportReport(str(path), invalid=invalid, skipped=list(duplicates), dry_run=dry_run)
-    stamp = now()
-    with engine.connect() as conn, conn.begin() as transaction:
-        lid = list_id_in(conn, list_name)
-        known, suppressed = _existing(conn, [row.key for row in rows])
-        statuses = {
-            sid: status
-            for sid, status in conn.execute(
-                sa.select(memberships.c.subscriber_id, memberships.c.status).where(memberships.c.list_id == lid)
+    def statuses(self, subscriber_ids: list[int]) -> dict[int, str]:
+        found: dict[int, str] = {}
+        for start in range(0, len(subscriber_ids), CHUNK):
+            query = sa.select(memberships.c.subscriber_id, memberships.c.status).where(
+                memberships.c.list_id == self.list_id,
+                memberships.c.subscriber_id.in_(subscriber_ids[start : start + CHUNK]),
             )
-        }
-        new_subscribers: list[dict[str, Any]] = []
+            found.update(self.conn.execute(query).all())
+        return found
+
+    def ids(self, keys: list[str]) -> dict[str, int]:
+        found: dict[str, int] = {}
+        for chunk in _chunks(keys):
+            query = sa.select(subscribers.c.email_key, subscribers.c.id).where(subscribers.c.email_key.in_(chunk))
+            found.update(self.conn.execute(query).all())
+        return found
+
+    def write(self, rows: list[Row]) -> None:
+        """Add, update or leave each row of one chunk, as the report then says."""
+        report, stamp = self.report, self.stamp
+        rows = self.first_lines(rows)
+        known, suppressed = self.existing([row.key for row in rows])
+        statuses = self.statuses([known[row.key]["id"] for row in rows if row.key in known])
+        new_subscribers: list[Row] = []
         changed_subscribers: list[dict[str, Any]] = []
-        new_members: list[Row] = []
+        members: list[int] = []
         for row in rows:
             if row.key in suppressed:
                 report.skipped.append((row.line, f"{row.email} is suppressed and is never mailed"))
                 continue
             existing = known.get(row.key)
             if existing is None:
-                new_subscribers.append(
-                    {"email": row.email, "email_key": row.key, "name": row.name, "attributes": row.attributes}
-                )
-                new_members.append(row)
+                new_subscribers.append(row)
                 report.added += 1
                 continue
             status = statuses.get(existing["id"])
             if status is not None and status != SUBSCRIBED:
                 report.skipped.append(
-                    (row.line, f"{row.email} unsubscribed from '{list_name}' and is not subscribed again")
+                    (row.line, f"{row.email} unsubscribed from '{self.list_name}' and is not subscribed again")
                 )
                 continue
             merged = {**existing["attributes"], **row.attributes}
@@ -238,30 +314,78 @@ def import_subscribers(
                     {"row_id": existing["id"], "new_name": name, "new_attributes": merged, "stamp": stamp}
                 )
             if status is None:
-                new_members.append(row)
+                members.append(existing["id"])
                 report.added += 1
             elif differs:
                 report.updated += 1
             else:
                 report.unchanged += 1
         if new_subscribers:
-            # a plain executemany, then the ids read back: RETURNING would make SQLite insert row by row
-            conn.execute(sa.insert(subscribers).values(created_at=stamp, updated_at=stamp), new_subscribers)
-            known.update(_existing(conn, [row["email_key"] for row in new_subscribers])[0])
+            when = self.stored_stamp
+            _insert_rows(
+                self.conn,
+                subscribers,
+                ("email", "email_key", "name", "attributes", "created_at", "updated_at"),
+                [(row.email, row.key, row.name, json.dumps(row.attributes), when, when) for row in new_subscribers],
+            )
+            members += self.ids([row.key for row in new_subscribers]).values()
         if changed_subscribers:
             update_each(
-                conn,
+                self.conn,
                 subscribers,
                 changed_subscribers,
                 name=sa.bindparam("new_name"),
                 attributes=sa.bindparam("new_attributes"),
                 updated_at=sa.bindparam("stamp"),
             )
-        if new_members:
-            conn.execute(
-                sa.insert(memberships).values(list_id=lid, status=SUBSCRIBED, changed_at=stamp),
-                [{"subscriber_id": known[row.key]["id"]} for row in new_members],
+        if members:
+            _insert_rows(
+                self.conn,
+                memberships,
+                ("list_id", "subscriber_id", "status", "changed_at"),
+                [(self.list_id, member, SUBSCRIBED, self.stored_stamp) for member in members],
             )
+        self.written += len(new_subscribers) + len(members)
+        if self.written >= self.next_analyze:
+            self.analyze()
+            self.next_analyze = 2 * self.written
+
+    def analyze(self) -> None:
+        """PostgreSQL: refresh the planner's row counts while this transaction grows the tables.
+
+        Autovacuum cannot see rows not yet committed, so a list imported into empty tables would be
+        looked up as if they were still tiny: a full scan per chunk, 10 s a chunk at 100,000 rows.
+        Done each time the rows written double, a handful of times for a million.
+        """
+        if self.conn.dialect.name == "postgresql":
+            for table in (subscribers, memberships):
+                self.conn.exec_driver_sql(f"ANALYZE {table.name}")
+
+
+def import_subscribers(
+    engine: Engine, list_name: str, path: Path, *, dry_run: bool = False, special_use_domains: Collection[str] = ()
+) -> ImportReport:
+    """Import in one transaction: all valid rows or, if the file is unusable (or the import is killed), nothing.
+
+    The file is read and written CHUNK_ROWS rows at a time, so memory stays flat however long it
+    is. Suppressed addresses and those who unsubscribed from this list are never re-subscribed.
+    """
+    report = ImportReport(str(path), dry_run=dry_run)
+    with engine.connect() as conn, conn.begin() as transaction:
+        work = _Import(conn, list_id_in(conn, list_name), list_name, report, now())
+        _seen_lines.drop(conn, checkfirst=True)  # SQLite runs CREATE outside the transaction: one may be left over
+        _seen_lines.create(conn)
+        try:
+            chunk: list[Row] = []
+            for row in parse_rows(path, report.invalid, special_use_domains=special_use_domains):
+                chunk.append(row)
+                if len(chunk) == CHUNK_ROWS:
+                    work.write(chunk)
+                    chunk = []
+            if chunk:
+                work.write(chunk)
+        finally:
+            _seen_lines.drop(conn, checkfirst=True)
         if dry_run:
             transaction.rollback()
     return report

@@ -169,9 +169,7 @@ def render_issue(issue: Issue, slug: str, settings: Settings) -> RenderedIssue:
     greetings = cast(list[GreetingLine], context["greetings"])
     images = cast(dict[str, PreparedImage], context["images"])
     email_base, web_base = email_image_base(slug, settings), f"{IMAGES_FOLDER}/"
-    email_mjml = render_template(
-        env, "issue.mjml", web=False, recipient=PLACEHOLDERS, image_base=email_base, **context
-    )
+    email_mjml = render_template(env, "issue.mjml", web=False, recipient=PLACEHOLDERS, image_base=email_base, **context)
     web_mjml = render_template(
         env, "issue.mjml", web=True, recipient=None, image_base=web_base, **{**context, "greetings": []}
     )

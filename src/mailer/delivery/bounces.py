@@ -175,7 +175,9 @@ def _delivery_by_message(conn: Connection, message_id: str, address: str) -> _De
     return _Delivery(*row) if row else None
 
 
-def _matches(conn: Connection, settings: Settings, report: BounceReport) -> list[tuple[_Delivery, FailedRecipient]] | str:
+def _matches(
+    conn: Connection, settings: Settings, report: BounceReport
+) -> list[tuple[_Delivery, FailedRecipient]] | str:
     """Each delivery the report is about with what it says of it; or why it is about none of ours."""
     token = report.verp_token(settings.bounce_address) if settings.bounce_address else None
     if token is not None:
@@ -208,9 +210,13 @@ def process_bounce(engine: Engine, settings: Settings, raw: bytes, summary: Fetc
     with engine.begin() as conn:
         # claimed first: a fetch running at the same time waits here, then finds it taken
         claimed = _insert_new(conn, bounce_messages, message_id=message_id, outcome="reading", processed_at=now())
-        before = None if claimed else conn.execute(
-            sa.select(bounce_messages.c.outcome).where(bounce_messages.c.message_id == message_id)
-        ).scalar()
+        before = (
+            None
+            if claimed
+            else conn.execute(
+                sa.select(bounce_messages.c.outcome).where(bounce_messages.c.message_id == message_id)
+            ).scalar()
+        )
         if before is not None:
             outcome = "not-a-bounce" if before == "not-a-bounce" else "seen"
         elif not report.is_bounce:

@@ -18,7 +18,12 @@ from mailer.audience.database import deliveries, delivery_events, lists
 from mailer.audience.lists import list_id
 from mailer.delivery.ledger import FAILED, PENDING, SENDING, SENT, SKIPPED, UNCERTAIN
 
-EVENT_FIGURES = {"hard": "bounced_hard", "soft": "bounced_soft", "complaint": "complaints", "unsubscribe": "unsubscribes"}
+EVENT_FIGURES = {
+    "hard": "bounced_hard",
+    "soft": "bounced_soft",
+    "complaint": "complaints",
+    "unsubscribe": "unsubscribes",
+}
 
 
 @dataclass
@@ -78,7 +83,8 @@ class IssueReport:
         if self.reasons:
             lines.append("  bounce reasons:")
             lines += [
-                f"    {reason.status or 'no status'}: {reason.count:,}" + (f"  {reason.example}" if reason.example else "")
+                f"    {reason.status or 'no status'}: {reason.count:,}"
+                + (f"  {reason.example}" if reason.example else "")
                 for reason in self.reasons
             ]
         return lines
