@@ -18,6 +18,7 @@ from sqlalchemy.engine import Connection, Engine
 from mailer.audience.addresses import InvalidAddress, normalise_email
 from mailer.audience.clean_text import clean_text
 from mailer.audience.database import SUBSCRIBED, memberships, now, subscribers, suppressions, update_each
+from mailer.audience.driver_statement import insert_many
 from mailer.audience.lists import list_id_in, mailable_subscribers, subscriber_problem, text_problem
 from mailer.errors import MailerError
 
@@ -208,13 +209,6 @@ _seen_lines = sa.Table(
 """The first line of each address in the file being imported: duplicates are found here, not in memory."""
 
 
-def _insert_rows(conn: Connection, table: sa.Table, columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
-    """One executemany handed to the driver as it is: SQLAlchemy's per-row parameter handling was most of a big import."""
-    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-    statement = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join([mark] * len(columns))})"
-    conn.exec_driver_sql(statement, rows)
-
-
 @dataclass
 class _Import:
     """One import's transaction: each chunk of the file is checked and written before the next is read."""
@@ -246,7 +240,7 @@ class _Import:
             else:
                 earlier[row.key] = row.line
                 first.append(row)
-        _insert_rows(self.conn, _seen_lines, ("email_key", "line"), [(row.key, row.line) for row in first])
+        insert_many(self.conn, _seen_lines, ("email_key", "line"), [(row.key, row.line) for row in first])
         if not self.analyzed and self.conn.dialect.name == "postgresql":
             # autovacuum never looks at a temporary table: without this, PostgreSQL scans all of it for each lookup
             self.conn.exec_driver_sql(f"ANALYZE {_seen_lines.name}")
@@ -322,7 +316,7 @@ class _Import:
                 report.unchanged += 1
         if new_subscribers:
             when = self.stored_stamp
-            _insert_rows(
+            insert_many(
                 self.conn,
                 subscribers,
                 ("email", "email_key", "name", "attributes", "created_at", "updated_at"),
@@ -339,7 +333,7 @@ class _Import:
                 updated_at=sa.bindparam("stamp"),
             )
         if members:
-            _insert_rows(
+            insert_many(
                 self.conn,
                 memberships,
                 ("list_id", "subscriber_id", "status", "changed_at"),
