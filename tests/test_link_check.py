@@ -322,7 +322,7 @@ def test_a_head_that_hangs_is_tried_again_with_get_and_a_busy_server_is_not_brok
     """Some servers never answer HEAD; 429 says "not now", not "gone": neither may stop a send."""
     import asyncio
 
-    from mailer.compose.link_check import fetch_all
+    from mailer.compose.link_fetch import fetch_all
     from mailer.settings import load_settings
     from tests.conftest import ROOT
 
