@@ -132,6 +132,14 @@ deliveries = sa.Table(
     sa.Index("ix_deliveries_issue_subscriber", "issue", "subscriber_id"),
     sa.Index("ix_deliveries_subscriber_sent", "subscriber_id", "sent_at"),
     sa.Index(
+        "ix_deliveries_uncertain",
+        "issue",
+        "list_id",
+        "status",
+        sqlite_where=sa.text("uncertain = 1"),  # as SQLAlchemy writes `uncertain == true()`: SQLite matches it exactly
+        postgresql_where=sa.text("uncertain"),
+    ),
+    sa.Index(
         "uq_deliveries_one_copy",
         "issue",
         "subscriber_id",

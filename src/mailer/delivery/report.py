@@ -109,6 +109,11 @@ def _fill(conn: Connection, report: IssueReport, lid: int | None) -> IssueReport
     if last is not None and last.tzinfo is None:  # SQLite keeps the UTC time without its zone
         last = last.replace(tzinfo=dt.UTC)
     report.last_sent = last.isoformat() if last is not None else None
+    return _fill_events(conn, report, lid)
+
+
+def _fill_events(conn: Connection, report: IssueReport, lid: int | None) -> IssueReport:
+    """Bounces, complaints and unsubscribes: people, not events, and the bounce reasons."""
     event_filter = [delivery_events.c.issue == report.issue] + (
         [delivery_events.c.list_id == lid] if lid is not None else [delivery_events.c.list_id.is_not(None)]
     )  # the events of a list deleted since went with its deliveries: they are no share of what is left
@@ -157,7 +162,7 @@ def event_counts(engine: Engine, issue: str, list_name: str) -> dict[str, int]:
     """People who bounced, complained or unsubscribed for one issue and list: `mailer status` shows them."""
     with engine.connect() as conn:
         lid = conn.execute(sa.select(lists.c.id).where(lists.c.name == list_name)).scalar()
-        report = _fill(conn, IssueReport(issue, list_name), lid)
+        report = _fill_events(conn, IssueReport(issue, list_name), lid)
     return {
         "bounced": report.bounced,
         "hard": report.bounced_hard,
