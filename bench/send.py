@@ -840,7 +840,14 @@ class Rows:
         return run_data_seam(self.sink, sample, self.args.messages) and ok
 
     def postgres(self) -> bool:
-        """One sender on PostgreSQL, then two processes sharing one send."""
+        """One sender on PostgreSQL, then two processes sharing one send, against smtp-source timed again just before.
+
+        On a shared machine the rate drifts over a long run: a baseline from minutes earlier would skew the ratio.
+        """
+        if self.args.only != "postgres":
+            self.base = baseline(self.source, self.sink, self.message_file, self.base_count, self.args.pool)
+            label = f"baseline smtp-source -d -s {self.args.pool} -r 1, again"
+            print(rate_line(label, self.base_count, self.base["wall"], self.base["cpu"], self.base["sink_cpu"]))
         ok = True
         with postgres_schema() as url:
             if url is None:
