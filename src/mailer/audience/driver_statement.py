@@ -1,8 +1,9 @@
 """Statements run straight through the DB-API driver, for the few run thousands of times a second.
 
 A send's ledger claims and outcomes are compiled once by SQLAlchemy (DriverStatement); an import's
-inserts are plain tuples handed to one executemany (insert_many). SQLAlchemy's work per execution (cache key, parameter processing, result set-up)
-cost more than the database itself there: about 120 µs of CPU per message of a send on SQLite.
+inserts are plain tuples handed to one executemany (insert_many). SQLAlchemy's work per execution
+(cache key, parameter processing, result set-up) cost more than the database itself there: about
+120 µs of CPU per message of a send on SQLite.
 Values still go through their column types' bind processors, as `Connection.execute` would.
 """
 

@@ -28,8 +28,8 @@ from mailer.errors import MailerError
 
 LIST_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,99}$")
 MAX_TEXT = 300
-_SURROGATE = re.compile("[\ud800-\udfff]")
 """The longest name, attribute name or attribute value: subscribers.name is VARCHAR(300) on PostgreSQL."""
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _shown(text: str) -> str:

@@ -218,8 +218,8 @@ class _Import:
     list_name: str
     report: ImportReport
     stamp: dt.datetime
-    analyzed: bool = False
-    written: int = 0
+    seen: int = 0
+    """Addresses of the file so far: an upper bound on the rows this transaction added to each table."""
     next_analyze: int = CHUNK_ROWS
 
     def __post_init__(self) -> None:
@@ -241,10 +241,6 @@ class _Import:
                 earlier[row.key] = row.line
                 first.append(row)
         insert_many(self.conn, _seen_lines, ("email_key", "line"), [(row.key, row.line) for row in first])
-        if not self.analyzed and self.conn.dialect.name == "postgresql":
-            # autovacuum never looks at a temporary table: without this, PostgreSQL scans all of it for each lookup
-            self.conn.exec_driver_sql(f"ANALYZE {_seen_lines.name}")
-            self.analyzed = True
         return first
 
     def existing(self, keys: list[str]) -> tuple[dict[str, Any], set[str]]:
@@ -339,20 +335,21 @@ class _Import:
                 ("list_id", "subscriber_id", "status", "changed_at"),
                 [(self.list_id, member, SUBSCRIBED, self.stored_stamp) for member in members],
             )
-        self.written += len(new_subscribers) + len(members)
-        if self.written >= self.next_analyze:
+        self.seen += len(rows)
+        if self.seen >= self.next_analyze:
             self.analyze()
-            self.next_analyze = 2 * self.written
+            self.next_analyze = 2 * self.seen
 
     def analyze(self) -> None:
         """PostgreSQL: refresh the planner's row counts while this transaction grows the tables.
 
-        Autovacuum cannot see rows not yet committed, so a list imported into empty tables would be
-        looked up as if they were still tiny: a full scan per chunk, 10 s a chunk at 100,000 rows.
-        Done each time the rows written double, a handful of times for a million.
+        Autovacuum cannot see rows not yet committed (nor ever a temporary table), so a list
+        imported into empty tables would be looked up as if they were still tiny: a full scan per
+        chunk, 10 s a chunk at 100,000 rows. Done each time the addresses seen double, a handful
+        of times for a million.
         """
         if self.conn.dialect.name == "postgresql":
-            for table in (subscribers, memberships):
+            for table in (_seen_lines, subscribers, memberships):
                 self.conn.exec_driver_sql(f"ANALYZE {table.name}")
 
 
